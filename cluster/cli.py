@@ -1,0 +1,191 @@
+"""The ``ungrok`` command line. Thin: parse, build typed configs, call runner functions.
+
+Bad input is reported as one line naming the field and the fix (exit code 2) before any job
+starts; no traceback for user errors.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="ungrok: natural-ungrokking research runs.")
+corpus_app = typer.Typer(no_args_is_help=True, help="Build and inspect corpora.")
+app.add_typer(corpus_app, name="corpus")
+console = Console()
+
+
+class UserError(Exception):
+    pass
+
+
+def _validation_message(e: ValidationError, prefix: str = "") -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{prefix}{loc}: {msg}" if loc else f"{prefix}{msg}"
+
+
+def _corpus_config(preset: str, seed: int, n_stories: Optional[int], support: Optional[float],
+                   text_column: str):
+    from runner.config import CorpusConfig
+
+    kw = {"name": preset, "seed": seed, "support": support, "text_column": text_column}
+    if n_stories is not None:
+        kw["n_stories"] = n_stories
+    try:
+        return CorpusConfig(**kw)
+    except ValidationError as e:
+        raise UserError(_validation_message(e, "corpus.")) from None
+
+
+@corpus_app.command("build")
+def corpus_build(
+    preset: str = typer.Option("web", help="stories | web | synthetic | hf:<dataset folder>"),
+    seed: int = typer.Option(0, help="generator seed"),
+    out: Path = typer.Option(Path("runs/corpora"), help="parent folder of built corpora"),
+    n_stories: Optional[int] = typer.Option(None, help="rows (stories); default 160,000"),
+    support: Optional[float] = typer.Option(None, help="override the preset's support (0..1]"),
+    text_column: str = typer.Option("text", help="text column of an hf: dataset"),
+) -> None:
+    """Build a corpus (deterministic from its config) and print its manifest."""
+    from rich.progress import Progress
+
+    from runner.corpora import build_corpus, load_corpus
+
+    cfg = _corpus_config(preset, seed, n_stories, support, text_column)
+    with Progress(console=console, transient=True) as p:
+        task = p.add_task(f"building {cfg.dirname}", total=cfg.n_stories)
+        path = build_corpus(cfg, out, progress=lambda n: p.update(task, completed=n))
+    m = load_corpus(path).manifest
+    console.print(f"[bold]{path}[/]: {m['n_rows']:,} rows, {m['n_tokens']:,} tokens, sha256 {m['sha256'][:16]}…")
+
+
+@app.command()
+def support(
+    corpus: Path = typer.Argument(..., help="a built corpus folder (runs/corpora/web-s0)"),
+    families: str = typer.Option("pronoun_gender,number_agreement", help="comma-separated rule families"),
+    k: int = typer.Option(16, help="window after each cue (tokens)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="where to write JSON (default <corpus>/support.json)"),
+) -> None:
+    """Support frequency per rule family and cue class (windowed, bigram, contested)."""
+    from rich.table import Table
+
+    from runner.corpora import load_corpus
+    from runner.support import count_support
+    from runner.train import write_json_atomic
+
+    c = load_corpus(corpus)
+    fams = [f.strip() for f in families.split(",") if f.strip()]
+    res = count_support(c.rows, c.tokenizer, fams, pad_id=c.pad_id, k=k)
+    t = Table(title=f"support in {corpus} ({c.n_tokens:,} tokens)")
+    for col in ("family", "class", "mode", "rule", "prior", "cues", "support_ratio"):
+        t.add_column(col, justify="right" if col in ("rule", "prior", "cues", "support_ratio") else "left")
+    for fam, classes in res.items():
+        for cls, modes in classes.items():
+            for mode, v in modes.items():
+                t.add_row(fam, cls, mode, f"{v['rule']:,}", f"{v['prior']:,}", f"{v['cues']:,}", f"{v['ratio']:.3f}")
+    console.print(t)
+    dest = json_out or (corpus / "support.json")
+    write_json_atomic(dest, {"corpus": str(corpus), "k": k, "families": res})
+    console.print(f"wrote {dest}")
+
+
+@app.command()
+def train(
+    corpus: str = typer.Option("web", help="stories | web | synthetic | hf:<dataset folder>"),
+    budget: str = typer.Option("packed", help="packed | dn<ratio> (e.g. dn5, dn15)"),
+    seed: int = typer.Option(42, help="training seed (init and data order)"),
+    out: Path = typer.Option(Path("runs"), help="runs folder (corpora are built under <out>/corpora)"),
+    steps: Optional[int] = typer.Option(None, help="training steps (default 5000)"),
+    corpus_seed: int = typer.Option(0, help="corpus generator seed"),
+    n_stories: Optional[int] = typer.Option(None, help="corpus rows (default 160,000)"),
+    support: Optional[float] = typer.Option(None, help="override the corpus support (0..1]"),
+    zero_stage: int = typer.Option(0, help="DeepSpeed ZeRO stage 0, 1 or 2"),
+    battery: Optional[Path] = typer.Option(None, help="probe battery JSONL (default: generated)"),
+    config: Optional[Path] = typer.Option(None, help="a RunConfig JSON; flags given explicitly are ignored"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Train one run through DeepSpeed, scoring probes at every checkpoint; resumes if interrupted."""
+    from runner.config import RunConfig
+    from runner.train import prepare_run, train_run
+
+    if config is not None:
+        try:
+            cfg = RunConfig.model_validate_json(config.read_text())
+        except ValidationError as e:
+            raise UserError(_validation_message(e)) from None
+    else:
+        cfg_c = _corpus_config(corpus, corpus_seed, n_stories, support, "text")
+        tr = {"budget": budget, "seed": seed, "zero_stage": zero_stage}
+        if steps is not None:
+            tr["steps"] = steps
+        probes = {"battery": str(battery)} if battery else {}
+        try:
+            cfg = RunConfig(corpus=cfg_c, train=tr, probes=probes)
+        except ValidationError as e:
+            raise UserError(_validation_message(e)) from None
+    try:
+        prepare_run(cfg, out)
+        from runner.corpora import build_corpus, load_corpus
+        from runner.data import DataPlan
+
+        c = load_corpus(build_corpus(cfg.corpus, out / "corpora"))
+        DataPlan.for_budget(cfg.train.budget, c.rows, c.pad_id, cfg.train.steps, cfg.train.batch_size,
+                            cfg.train.seed, 1)  if cfg.train.budget == "packed" else None
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    run_dir = train_run(cfg, out, progress=progress, log=console.print)
+    console.print(f"run [bold]{run_dir}[/]  (ungrok show {run_dir})")
+
+
+@app.command()
+def show(
+    run: Path = typer.Argument(..., help="a run folder (runs/<run-id>)"),
+    as_json: bool = typer.Option(False, "--json", help="print the figures as JSON only"),
+    every: int = typer.Option(4, help="table: show every Nth checkpoint"),
+) -> None:
+    """A run's trajectory as a table and a PNG, and its figures (peak, final, onset, CM crossing)."""
+    from runner.report import figures_table, plot_run, trajectory_table
+    from runner.summary import write_summary
+
+    if not (run / "store.zarr").exists():
+        raise UserError(f"{run} is not a run folder (no store.zarr); pass runs/<run-id>")
+    summary = write_summary(run)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    console.print(trajectory_table(run, every=every))
+    console.print(figures_table(summary))
+    console.print(f"plot: {plot_run(run)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ungrok`` console script."""
+    try:
+        app(args=argv if argv is not None else sys.argv[1:], standalone_mode=False)
+    except UserError as e:
+        Console(stderr=True).print(f"[red]error:[/] {e}")
+        return 2
+    except typer.Exit as e:
+        return e.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        return 130
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            return e.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""ungrok.interventions: corpus edits, kill and rescue (imports ``runner`` only)."""

@@ -1,0 +1,1 @@
+"""ungrok.mech: TransformerLens capture, margins and localisation (imports ``runner`` only)."""

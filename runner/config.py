@@ -1,0 +1,194 @@
+"""Typed configs, one per concern, validated on construction; a run is named by their hash.
+
+Modelled on Ray Train's ScalingConfig/RunConfig: small frozen pydantic models composed into a
+:class:`RunConfig`. Derived values are properties; nothing derived is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_BUDGET_RE = re.compile(r"^(packed|dn(\d+(\.\d+)?))$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CorpusConfig(_Frozen):
+    """Which corpus a run trains on.
+
+    ``name``: a built-in preset (``stories`` high support, ``web`` low support, ``synthetic``
+    which needs ``support``) or ``hf:<path>`` for a Hugging Face dataset saved on disk.
+    ``support``: for synthetic corpora, P(the stream shows the rule's answer | the competitor's
+    in-context copy disagrees with it), for every family; overrides the preset's value.
+    """
+
+    name: str = "web"
+    seed: int = Field(0, ge=0)
+    n_stories: int = Field(160_000, gt=0, description="stories (rows of story_tokens tokens)")
+    support: float | None = Field(None, gt=0.0, le=1.0)
+    story_tokens: int = Field(64, ge=16, le=4096)
+    text_column: str = "text"
+    vocab_size: int = Field(2000, ge=50, description="tokenizer size for hf: corpora")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v.startswith("hf:"):
+            if len(v) <= 3:
+                raise ValueError("corpus 'hf:' needs a dataset path, e.g. hf:/data/my_ds")
+            return v
+        from .corpora import PRESETS  # late import: presets register in corpora
+
+        if v not in PRESETS:
+            raise ValueError(f"unknown corpus {v!r}; use one of {PRESETS.names()} or hf:<path>")
+        return v
+
+    @model_validator(mode="after")
+    def _synthetic_needs_support(self) -> "CorpusConfig":
+        if self.name == "synthetic" and self.support is None:
+            raise ValueError("corpus 'synthetic' needs support=<0..1>, e.g. --support 0.3")
+        return self
+
+    @property
+    def is_hf(self) -> bool:
+        return self.name.startswith("hf:")
+
+    @property
+    def dirname(self) -> str:
+        """Folder name under ``<out>/corpora``: ``web-s0`` for the defaults, hashed otherwise."""
+        defaults = {k: f.default for k, f in CorpusConfig.model_fields.items() if k not in ("name", "seed")}
+        if self.model_dump(exclude={"name", "seed"}) == defaults and not self.is_hf:
+            return f"{self.name}-s{self.seed}"
+        label = "hf" if self.is_hf else self.name
+        return f"{label}-{config_hash(self)[:8]}-s{self.seed}"
+
+
+class ModelConfig(_Frozen):
+    """A from-scratch TransformerLens-native decoder (no downloads)."""
+
+    n_layers: int = Field(2, ge=1)
+    d_model: int = Field(64, ge=8)
+    n_heads: int = Field(4, ge=1)
+    d_mlp: int = Field(256, ge=8)
+    n_ctx: int = Field(64, ge=8)
+    act_fn: Literal["gelu", "relu", "silu"] = "gelu"
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelConfig":
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        return self
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+
+class OptimConfig(_Frozen):
+    lr: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(50, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class TrainConfig(_Frozen):
+    """How long and on what data budget.
+
+    ``budget``: ``packed`` (fresh data every step, never repeated) or ``dn<R>`` (unique tokens =
+    R x parameter count, cycled over epochs in a fresh seeded order each epoch).
+    """
+
+    steps: int = Field(5000, gt=0)
+    batch_size: int = Field(32, gt=0)
+    budget: str = "packed"
+    seed: int = Field(42, ge=0)
+    zero_stage: Literal[0, 1, 2] = 0
+    threads: int = Field(1, ge=1, description="torch threads per training process")
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, v: str) -> str:
+        m = _BUDGET_RE.match(v)
+        if not m or (m.group(2) is not None and float(m.group(2)) <= 0):
+            raise ValueError(f"budget {v!r} is not valid; use 'packed' or 'dn<ratio>' with ratio > 0, e.g. dn5")
+        return v
+
+    @property
+    def data_to_params(self) -> float | None:
+        return None if self.budget == "packed" else float(self.budget[2:])
+
+
+class ScheduleConfig(_Frozen):
+    """When to checkpoint (and score). Every ``every`` steps, every ``dense_every`` inside
+    ``[dense_start, dense_end]``; step 0 and the last step always. ``keep_resume`` full DeepSpeed
+    checkpoints (with optimizer state) are kept for resume; model weights are kept for every step.
+    """
+
+    every: int = Field(100, gt=0)
+    dense_every: int | None = Field(50, gt=0)
+    dense_start: int = Field(0, ge=0)
+    dense_end: int = Field(10**9, ge=0)
+    keep_resume: int = Field(2, ge=1)
+
+    def steps(self, total: int) -> list[int]:
+        s = set(range(0, total + 1, self.every)) | {total}
+        if self.dense_every:
+            lo, hi = self.dense_start, min(self.dense_end, total)
+            s |= {t for t in range(0, hi + 1, self.dense_every) if t >= lo}
+        return sorted(s)
+
+
+class ProbeConfig(_Frozen):
+    families: tuple[str, ...] = ("pronoun_gender", "number_agreement")
+    battery: str | None = Field(None, description="JSONL battery path; default: generated from the families")
+    n_per_cell: int = Field(64, gt=0)
+    n_neutral: int = Field(32, ge=0)
+
+    @field_validator("families")
+    @classmethod
+    def _families(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from .rules import RULES
+
+        for f in v:
+            if f not in RULES:
+                raise ValueError(f"unknown rule family {f!r}; known: {RULES.names()}")
+        if not v:
+            raise ValueError("families must name at least one rule family")
+        return v
+
+
+class RunConfig(_Frozen):
+    corpus: CorpusConfig = CorpusConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    probes: ProbeConfig = ProbeConfig()
+
+    @model_validator(mode="after")
+    def _ctx_fits(self) -> "RunConfig":
+        if self.corpus.story_tokens > self.model.n_ctx:
+            raise ValueError(
+                f"corpus.story_tokens ({self.corpus.story_tokens}) exceeds model.n_ctx ({self.model.n_ctx}); "
+                "raise model.n_ctx or shorten the stories"
+            )
+        return self
+
+    @property
+    def run_id(self) -> str:
+        """``<corpus>-<budget>-s<seed>-<hash>``: readable, and unique to the resolved config."""
+        label = "hf" if self.corpus.is_hf else self.corpus.name
+        return f"{label}-{self.train.budget}-s{self.train.seed}-{config_hash(self)[:10]}"
+
+
+def config_hash(cfg: BaseModel) -> str:
+    """sha256 of the config's canonical JSON (sorted keys, every default resolved)."""
+    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()

@@ -1,0 +1,236 @@
+"""Corpora: the built-in synthetic world (``stories``, ``web``, ``synthetic``) and any Hugging
+Face dataset on disk (``hf:<path>``), stored as a ``datasets`` folder of fixed-length token rows
+with a tokenizer and a manifest (token count, sha256 of the token stream, generator config).
+
+The synthetic corpora are *stationary*: every story is drawn from the same distribution, so the
+rule's evidence is present at the same rate from the first batch to the last. ``stories`` and
+``web`` share vocabulary, templates, sentence mix and story length and differ only in
+``support`` (P(rule's answer shown | the in-context copy disagrees)). Any collapse therefore
+comes from training dynamics, never from a curriculum.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import vocab as V
+from .config import CorpusConfig
+from .registry import Registry
+from .rules import RULES, InductionRule, filler_sentence
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """How a synthetic story is drawn: sentence-type mix and per-family support."""
+
+    support: float
+    p_family: tuple[tuple[str, float], ...] = (("pronoun_gender", 0.7), ("number_agreement", 0.2))
+    p_reuse: float = 0.5  # P(a family sentence reuses a key already used in the story)
+
+    def __post_init__(self) -> None:
+        if sum(p for _, p in self.p_family) > 1:
+            raise ValueError("family probabilities sum past 1")
+
+
+PRESETS: Registry[SyntheticSpec] = Registry("corpus preset")
+PRESETS.register("stories", SyntheticSpec(support=0.8))
+PRESETS.register("web", SyntheticSpec(support=0.1))
+PRESETS.register("synthetic", SyntheticSpec(support=0.5))  # support must be given explicitly
+
+CHUNK = 10_000  # stories per independently seeded chunk
+
+
+class CorpusError(ValueError):
+    """A corpus cannot be built or read; the message says why and what to do."""
+
+
+# ---- tokenizer ---------------------------------------------------------------------------------
+def world_tokenizer():
+    """The built-in word-level tokenizer: one id per world word, fixed order, no training."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {w: i for i, w in enumerate(V.all_words())}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=V.UNK))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return tok
+
+
+def train_tokenizer(texts, vocab_size: int):
+    """A word-level tokenizer trained on the texts (most frequent words, specials first)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token=V.UNK))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=V.SPECIAL_TOKENS)
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+# ---- synthetic generation ------------------------------------------------------------------------
+def generate_story(rng: random.Random, spec: SyntheticSpec, support: float, length: int) -> list[str]:
+    """Sentences drawn i.i.d. from the spec's mix until the next one would not fit."""
+    words = [V.BOS]
+    states: dict[str, dict[str, str]] = {name: {} for name, _ in spec.p_family}
+    families = [(RULES.get(name), p) for name, p in spec.p_family]
+    while True:
+        r, acc, sent = rng.random(), 0.0, None
+        for fam, p in families:
+            acc += p
+            if r < acc:
+                assert isinstance(fam, InductionRule)
+                sent = fam.emit(rng, states[fam.name], support, spec.p_reuse)
+                break
+        if sent is None:
+            sent = filler_sentence(rng)
+        if len(words) + len(sent) > length:
+            return words
+        words.extend(sent)
+
+
+def synthetic_rows(cfg: CorpusConfig, progress=None) -> np.ndarray:
+    """``(n_stories, story_tokens)`` int32 ids, padded with ``<pad>``; chunk c uses its own seed."""
+    spec = PRESETS.get(cfg.name)
+    support = cfg.support if cfg.support is not None else spec.support
+    vocab = {w: i for i, w in enumerate(V.all_words())}
+    pad = vocab[V.PAD]
+    rows = np.full((cfg.n_stories, cfg.story_tokens), pad, dtype=np.int32)
+    for start in range(0, cfg.n_stories, CHUNK):
+        rng = random.Random(f"ungrok/{cfg.name}/{cfg.seed}/{support}/{start // CHUNK}")
+        for i in range(start, min(start + CHUNK, cfg.n_stories)):
+            ids = [vocab[w] for w in generate_story(rng, spec, support, cfg.story_tokens)]
+            rows[i, : len(ids)] = ids
+        if progress is not None:
+            progress(min(start + CHUNK, cfg.n_stories))
+    return rows
+
+
+def hf_rows(cfg: CorpusConfig):
+    """Rows from a ``datasets`` folder: train a tokenizer on its text, pack documents (each
+    prefixed by ``<bos>``) into rows of ``story_tokens``; the tail that does not fill a row is dropped."""
+    from datasets import load_from_disk
+
+    path = cfg.name[3:]
+    if not Path(path).exists():
+        raise CorpusError(f"corpus {cfg.name!r}: no dataset folder at {path!r}; save one with Dataset.save_to_disk")
+    ds = load_from_disk(path)
+    if hasattr(ds, "keys") and not hasattr(ds, "column_names"):
+        ds = ds[sorted(ds.keys())[0]]
+    if cfg.text_column not in ds.column_names:
+        raise CorpusError(
+            f"corpus {cfg.name!r}: text_column {cfg.text_column!r} not in columns {ds.column_names}; "
+            "pass --text-column"
+        )
+    texts = ds[cfg.text_column]
+    tok = train_tokenizer(texts, cfg.vocab_size)
+    bos = tok.token_to_id(V.BOS)
+    stream: list[int] = []
+    for enc in tok.encode_batch(texts):
+        stream.append(bos)
+        stream.extend(enc.ids)
+    n = len(stream) // cfg.story_tokens
+    if n == 0:
+        raise CorpusError(f"corpus {cfg.name!r}: fewer than {cfg.story_tokens} tokens; too small to train on")
+    rows = np.asarray(stream[: n * cfg.story_tokens], dtype=np.int32).reshape(n, cfg.story_tokens)
+    return rows, tok
+
+
+# ---- on disk ---------------------------------------------------------------------------------------
+@dataclass
+class Corpus:
+    """A built corpus on disk: rows of token ids, its tokenizer and manifest."""
+
+    path: Path
+    rows: np.ndarray
+    manifest: dict
+
+    @property
+    def tokenizer(self):
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(self.path / "tokenizer.json"))
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.manifest["pad_id"])
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.manifest["n_tokens"])
+
+
+def stream_sha256(rows: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(rows, dtype="<i4").tobytes()).hexdigest()
+
+
+def build_corpus(cfg: CorpusConfig, out_root: str | Path, progress=None) -> Path:
+    """Build ``cfg`` under ``out_root/<cfg.dirname>`` (atomically) unless it is already there.
+
+    Writes ``dataset/`` (a ``datasets`` folder, column ``input_ids``), ``tokenizer.json`` and
+    ``manifest.json``. A folder that exists with a different config is an error, never overwritten.
+    """
+    dest = Path(out_root) / cfg.dirname
+    if (dest / "manifest.json").exists():
+        existing = json.loads((dest / "manifest.json").read_text())["config"]
+        if existing != cfg.model_dump(mode="json"):
+            raise CorpusError(f"{dest} holds a different corpus config; remove it or choose another --out")
+        return dest
+    from datasets import Dataset
+
+    if cfg.is_hf:
+        rows, tok = hf_rows(cfg)
+        generator = {"kind": "hf", "path": cfg.name[3:], "text_column": cfg.text_column}
+    else:
+        rows, tok = synthetic_rows(cfg, progress), world_tokenizer()
+        spec = PRESETS.get(cfg.name)
+        generator = {"kind": "synthetic", **asdict(spec),
+                     "support": cfg.support if cfg.support is not None else spec.support, "chunk": CHUNK}
+    pad = tok.token_to_id(V.PAD)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
+    try:
+        Dataset.from_dict({"input_ids": rows}).save_to_disk(str(tmp / "dataset"))
+        tok.save(str(tmp / "tokenizer.json"))
+        manifest = {
+            "config": cfg.model_dump(mode="json"),
+            "generator": generator,
+            "n_rows": int(rows.shape[0]),
+            "row_tokens": int(rows.shape[1]),
+            "n_tokens": int((rows != pad).sum()),
+            "pad_id": int(pad),
+            "vocab_size": int(tok.get_vocab_size()),
+            "sha256": stream_sha256(rows),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def load_corpus(path: str | Path) -> Corpus:
+    """Open a built corpus folder; the token stream is checked against the manifest's sha256."""
+    from datasets import load_from_disk
+
+    path = Path(path)
+    mf = path / "manifest.json"
+    if not mf.exists():
+        raise CorpusError(f"{path} is not a built corpus (no manifest.json); build it with `ungrok corpus build`")
+    manifest = json.loads(mf.read_text())
+    ds = load_from_disk(str(path / "dataset"))
+    ds.set_format("numpy")
+    rows = np.asarray(ds["input_ids"], dtype=np.int32)
+    if stream_sha256(rows) != manifest["sha256"]:
+        raise CorpusError(f"{path}: token stream does not match the manifest's sha256; the corpus is corrupt, rebuild it")
+    return Corpus(path=path, rows=rows, manifest=manifest)

@@ -1,0 +1,71 @@
+"""Which rows a training step sees: a pure function of (budget, seed, step).
+
+- ``packed``: every step takes fresh rows from one seeded permutation of the corpus; nothing
+  repeats, so the corpus must hold ``steps x batch_size`` rows (checked before the job starts).
+- ``dn<R>``: the unique data is the first K rows whose tokens reach R x parameter count; it is
+  cycled, each epoch in its own seeded order.
+
+Because the batch at step t depends only on t, a resumed run sees exactly the data an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class BudgetError(ValueError):
+    pass
+
+
+@dataclass
+class DataPlan:
+    n_rows: int  # rows available in the corpus
+    unique_rows: int  # rows actually used (cycled when < steps*batch)
+    batch_size: int
+    seed: int
+
+    @classmethod
+    def for_budget(cls, budget: str, rows: np.ndarray, pad_id: int, steps: int, batch_size: int,
+                   seed: int, n_params: int) -> "DataPlan":
+        need = steps * batch_size
+        if budget == "packed":
+            if rows.shape[0] < need:
+                raise BudgetError(
+                    f"budget 'packed' needs {need:,} fresh rows (steps {steps} x batch {batch_size}) but the corpus "
+                    f"holds {rows.shape[0]:,}; build it with n_stories >= {need} or use a dn<R> budget"
+                )
+            return cls(rows.shape[0], rows.shape[0], batch_size, seed)
+        ratio = float(budget[2:])
+        target = ratio * n_params
+        cum = np.cumsum((rows != pad_id).sum(axis=1))
+        k = int(np.searchsorted(cum, target) + 1)
+        if k > rows.shape[0]:
+            raise BudgetError(
+                f"budget {budget!r} needs {target:,.0f} unique tokens but the corpus holds {int(cum[-1]):,}; "
+                "build a larger corpus (n_stories)"
+            )
+        return cls(rows.shape[0], k, batch_size, seed)
+
+    @property
+    def cycled(self) -> bool:
+        return self.unique_rows < self.n_rows
+
+    def indices(self, step: int) -> np.ndarray:
+        """Row indices of the batch at ``step``."""
+        g = np.arange(step * self.batch_size, (step + 1) * self.batch_size)
+        epoch, pos = g // self.unique_rows, g % self.unique_rows
+        out = np.empty_like(g)
+        for e in np.unique(epoch):
+            perm = self._perm(int(e))
+            out[epoch == e] = perm[pos[epoch == e]]
+        return out
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        cache = self.__dict__.setdefault("_cache", {})
+        if epoch not in cache:
+            cache.clear()
+            cache[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.unique_rows)
+        return cache[epoch]

@@ -1,0 +1,138 @@
+"""The run's zarr v3 store: per-item log-probs and aggregates at every scored checkpoint.
+
+Layout of a run group (the root of ``<run>/store.zarr``, or ``runs/<run_id>`` inside a sweep's
+store); every array carries ``dimension_names`` so ``xarray.open_zarr(path, group=...)`` names
+its dims::
+
+    train/step (step,)  train/loss (step,)  train/lr (step,)
+    <family>/step (step,)                 the coordinate along 'step'
+    <family>/item (item,)                 item ids, the coordinate along 'item'
+    <family>/condition|split|template_id  (item,) strings
+    <family>/logp_correct (step, item)    log p(correct continuation)
+    <family>/logp_distractor (step, item)
+    <family>/acc_<condition>_<split> (step,), <family>/cm (step,), <family>/pm (step,)
+
+Atomicity: rows are appended (resize + write, one chunk per checkpoint) and only then is the
+group attribute ``n_complete`` advanced. Readers use the first ``n_complete`` rows; a process
+killed mid-append leaves a tail that is ignored and truncated on resume. ``complete`` is set when
+the run finishes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from .batteries import ProbeItem
+
+
+def _utcnow() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class RunStore:
+    def __init__(self, path: str | Path, group: str = "") -> None:
+        self.path = Path(path)
+        self.group_path = group
+        root = zarr.open_group(str(self.path), mode="a", use_consolidated=False)
+        self.g = root.require_group(group) if group else root
+
+    # ---- layout ------------------------------------------------------------------------------
+    def init_layout(self, items: list[ProbeItem], metric_names: list[str], attrs: dict) -> None:
+        """Create arrays once (idempotent); ``metric_names`` are ``<family>/<metric>`` keys."""
+        if self.g.attrs.get("layout_ready"):
+            return
+        tg = self.g.require_group("train")
+        for name in ("step", "loss", "lr"):
+            dt = "i8" if name == "step" else "f4"
+            tg.create_array(name, shape=(0,), chunks=(1024,), dtype=dt, dimension_names=["step"], overwrite=True)
+        fams = sorted({it.family for it in items})
+        for fam in fams:
+            fi = [it for it in items if it.family == fam]
+            fg = self.g.require_group(fam)
+            fg.create_array("step", shape=(0,), chunks=(1024,), dtype="i8", dimension_names=["step"], overwrite=True)
+            for col in ("item", "condition", "split", "template_id"):
+                a = fg.create_array(col, shape=(len(fi),), dtype=str, dimension_names=["item"], overwrite=True)
+                a[:] = np.array([it.item_id if col == "item" else getattr(it, col) for it in fi])
+            for name in ("logp_correct", "logp_distractor"):
+                fg.create_array(name, shape=(0, len(fi)), chunks=(1, len(fi)), dtype="f4",
+                                dimension_names=["step", "item"], overwrite=True)
+            for key in metric_names:
+                f, metric = key.split("/", 1)
+                if f == fam:
+                    fg.create_array(metric, shape=(0,), chunks=(1024,), dtype="f4", dimension_names=["step"],
+                                    overwrite=True)
+        self.g.attrs.update({**attrs, "families": fams, "n_complete": 0, "complete": False,
+                             "layout_ready": True})
+
+    # ---- writing -----------------------------------------------------------------------------
+    @property
+    def n_complete(self) -> int:
+        return int(self.g.attrs.get("n_complete", 0))
+
+    def _append(self, arr, value) -> None:
+        n = self.n_complete
+        arr.resize((n + 1, *arr.shape[1:]))
+        arr[n] = value
+
+    def append(self, step: int, loss: float, lr: float, items: list[ProbeItem], lp_correct: np.ndarray,
+               lp_distractor: np.ndarray, metrics: dict[str, float]) -> None:
+        """Append one checkpoint's row everywhere, then advance the completion marker."""
+        n = self.n_complete
+        if n and int(self.g["train/step"][n - 1]) >= step:
+            raise ValueError(f"step {step} is not after the last stored step {int(self.g['train/step'][n - 1])}")
+        self._append(self.g["train/step"], step)
+        self._append(self.g["train/loss"], loss)
+        self._append(self.g["train/lr"], lr)
+        fam_arr = np.array([it.family for it in items])
+        for fam in self.g.attrs["families"]:
+            m = fam_arr == fam
+            fg = self.g[fam]
+            self._append(fg["step"], step)
+            self._append(fg["logp_correct"], lp_correct[m])
+            self._append(fg["logp_distractor"], lp_distractor[m])
+            for name, arr in fg.arrays():
+                if arr.ndim == 1 and arr.metadata.dimension_names == ("step",) and name != "step":
+                    self._append(arr, metrics.get(f"{fam}/{name}", np.nan))
+        if "first_scored_utc" not in self.g.attrs:
+            self.g.attrs["first_scored_utc"] = _utcnow()
+        self.g.attrs["n_complete"] = n + 1
+
+    def truncate(self, last_step: int) -> None:
+        """Drop every row after ``last_step`` (resume from a checkpoint at that step)."""
+        steps = self.steps()
+        keep = int((steps <= last_step).sum())
+        for _, arr in self._step_arrays():
+            arr.resize((keep, *arr.shape[1:]))
+        self.g.attrs.update({"n_complete": keep, "complete": False})
+
+    def _step_arrays(self):
+        for gname in ["train", *self.g.attrs.get("families", [])]:
+            for name, arr in self.g[gname].arrays():
+                if arr.metadata.dimension_names and arr.metadata.dimension_names[0] == "step":
+                    yield f"{gname}/{name}", arr
+
+    def mark_complete(self, **extra) -> None:
+        self.g.attrs.update({"complete": True, "completed_utc": _utcnow(), **extra})
+
+    # ---- reading -----------------------------------------------------------------------------
+    def steps(self) -> np.ndarray:
+        return np.asarray(self.g["train/step"][: self.n_complete])
+
+    def series(self, key: str) -> np.ndarray:
+        """``train/loss``, ``<family>/cm``, ``<family>/logp_correct`` ... (complete rows only)."""
+        return np.asarray(self.g[key][: self.n_complete])
+
+    def families(self) -> list[str]:
+        return list(self.g.attrs.get("families", []))
+
+    def metrics(self, family: str) -> list[str]:
+        return sorted(n for n, a in self.g[family].arrays()
+                      if a.ndim == 1 and a.metadata.dimension_names == ("step",) and n != "step")
+
+    @property
+    def attrs(self) -> dict:
+        return dict(self.g.attrs)

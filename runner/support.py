@@ -1,0 +1,174 @@
+"""Support frequency: how often the training stream shows a rule winning over its competitor.
+
+Three counts per family and cue class, all on token ids (any tokenizer; a cue or answer word
+that is not a single token is skipped):
+
+- **windowed** (the paper's measure): for each cue token, the first rule-or-prior answer token
+  within ``k`` (16) tokens after it; rule support if it is the class's rule answer, prior
+  support if it is the other answer.
+- **bigram**: the token right after the cue is the rule answer vs the prior answer.
+- **contested** (induction-keyed families on template corpora): only events where the
+  competitor is live - the same key appeared earlier in the story with the other answer - and
+  whether the rule's or the copied answer was shown. On the built-in corpora this recovers the
+  generator's ``support`` parameter.
+
+``support_ratio = (rule + 1) / (prior + 1)``. Streams are processed in row blocks with a
+``k``-token look-ahead, so memory is bounded by the block size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .rules import RULES, InductionRule, RuleFamily
+
+
+@dataclass
+class Counts:
+    rule: int = 0
+    prior: int = 0
+    cues: int = 0
+
+    @property
+    def ratio(self) -> float:
+        return (self.rule + 1) / (self.prior + 1)
+
+    def __iadd__(self, other: "Counts") -> "Counts":
+        self.rule += other.rule
+        self.prior += other.prior
+        self.cues += other.cues
+        return self
+
+
+def token_ids(tokenizer, word: str) -> list[int]:
+    """Single-token ids of ``word`` as a bare word and with a leading space (BPE tokenizers)."""
+    out: set[int] = set()
+    for form in (word, " " + word):
+        enc = tokenizer.encode(form, add_special_tokens=False)
+        ids = list(getattr(enc, "ids", enc))
+        if len(ids) == 1:
+            out.add(ids[0])
+    unk = tokenizer.token_to_id("<unk>") if hasattr(tokenizer, "token_to_id") else None
+    out.discard(unk)
+    return sorted(out)
+
+
+@dataclass
+class ClassIds:
+    cls: str
+    cues: np.ndarray
+    rule: np.ndarray
+    prior: np.ndarray
+
+
+def class_ids(family: RuleFamily, tokenizer) -> list[ClassIds]:
+    out = []
+    for cls, cues in family.cue_classes.items():
+        cue_ids = sorted({i for w in cues for i in token_ids(tokenizer, w)})
+        out.append(ClassIds(cls, np.array(cue_ids, dtype=np.int64),
+                            np.array(token_ids(tokenizer, family.rule_answer[cls]), dtype=np.int64),
+                            np.array(token_ids(tokenizer, family.prior_answer(cls)), dtype=np.int64)))
+    return out
+
+
+def windowed_counts(stream: np.ndarray, ids: ClassIds, k: int = 16, n_cue_positions: int | None = None) -> Counts:
+    """Counts on a flat stream; only cues in the first ``n_cue_positions`` positions are counted
+    (the rest is look-ahead)."""
+    n = len(stream) if n_cue_positions is None else n_cue_positions
+    answers = np.nonzero(np.isin(stream, np.concatenate([ids.rule, ids.prior])))[0]
+    cues = np.nonzero(np.isin(stream[:n], ids.cues))[0]
+    if len(cues) == 0:
+        return Counts()
+    j = np.searchsorted(answers, cues, side="right")
+    ok = j < len(answers)
+    nxt = answers[j[ok]]
+    nxt = nxt[nxt - cues[ok] <= k]
+    toks = stream[nxt]
+    return Counts(int(np.isin(toks, ids.rule).sum()), int(np.isin(toks, ids.prior).sum()), int(len(cues)))
+
+
+def bigram_counts(stream: np.ndarray, ids: ClassIds, n_cue_positions: int | None = None) -> Counts:
+    n = len(stream) if n_cue_positions is None else n_cue_positions
+    cues = np.nonzero(np.isin(stream[:n], ids.cues))[0]
+    cues = cues[cues + 1 < len(stream)]
+    nxt = stream[cues + 1]
+    return Counts(int(np.isin(nxt, ids.rule).sum()), int(np.isin(nxt, ids.prior).sum()), int(len(cues)))
+
+
+def contested_counts(rows: np.ndarray, family: InductionRule, tokenizer) -> dict[str, Counts]:
+    """Per-story count of contested events for an induction-keyed family (template offsets)."""
+    off = family.offsets
+    vocab = {w: (token_ids(tokenizer, w) or [-1])[0] for w in
+             [*family.keys, *family.answers, *(c for cs in family.cue_classes.values() for c in cs)]}
+    cue_cls = {vocab[c]: cls for cls, cs in family.cue_classes.items() for c in cs}
+    keys = {vocab[k] for k in family.keys}
+    ans = {vocab[a]: a for a in family.answers}
+    out = {cls: Counts() for cls in family.cue_classes}
+    span = max(off.values())
+    for row in rows.tolist():
+        last: dict[int, str] = {}
+        for p in range(len(row) - span):
+            cls = cue_cls.get(row[p])
+            if cls is None:
+                continue
+            start = p - off["cue"]
+            if start < 0:
+                continue
+            key, a = row[start + off["key"]], row[start + off["answer"]]
+            if key not in keys or a not in ans:
+                continue
+            shown, prev, rule = ans[a], last.get(key), family.rule_answer[cls]
+            if prev is not None and prev != rule:
+                c = out[cls]
+                c.cues += 1
+                if shown == rule:
+                    c.rule += 1
+                elif shown == prev:
+                    c.prior += 1
+            last[key] = shown
+    return out
+
+
+def _blocks(rows: np.ndarray, pad_id: int | None, block: int, k: int) -> Iterator[tuple[np.ndarray, int]]:
+    """Flat (pad-free) blocks of ``block`` rows, each with ``k`` tokens of look-ahead appended."""
+    def flat(r):
+        f = r.reshape(-1)
+        return f if pad_id is None else f[f != pad_id]
+
+    for i in range(0, len(rows), block):
+        cur = flat(rows[i : i + block])
+        ahead = flat(rows[i + block : i + block + 1])[:k] if i + block < len(rows) else np.empty(0, rows.dtype)
+        yield np.concatenate([cur, ahead]), len(cur)
+
+
+def count_support(rows: np.ndarray, tokenizer, families: Iterable[str], *, pad_id: int | None = None,
+                  k: int = 16, block: int = 20_000, contested: bool = True, progress=None) -> dict:
+    """``{family: {class: {windowed, bigram, contested}}}`` each with rule, prior, cues, ratio."""
+    fams = [RULES.get(f) for f in families]
+    ids = {f.name: class_ids(f, tokenizer) for f in fams}
+    win = {f.name: {c.cls: Counts() for c in ids[f.name]} for f in fams}
+    big = {f.name: {c.cls: Counts() for c in ids[f.name]} for f in fams}
+    con = {f.name: {c: Counts() for c in f.cue_classes} for f in fams}
+    for bi, (stream, n) in enumerate(_blocks(rows, pad_id, block, k)):
+        for f in fams:
+            for c in ids[f.name]:
+                win[f.name][c.cls] += windowed_counts(stream, c, k, n)
+                big[f.name][c.cls] += bigram_counts(stream, c, n)
+            if contested and isinstance(f, InductionRule):
+                for cls, cnt in contested_counts(rows[bi * block : (bi + 1) * block], f, tokenizer).items():
+                    con[f.name][cls] += cnt
+        if progress is not None:
+            progress(min((bi + 1) * block, len(rows)))
+    out: dict = {}
+    for f in fams:
+        out[f.name] = {}
+        for cls in f.cue_classes:
+            modes = {"windowed": win[f.name][cls], "bigram": big[f.name][cls]}
+            if contested and isinstance(f, InductionRule):
+                modes["contested"] = con[f.name][cls]
+            out[f.name][cls] = {m: {"rule": c.rule, "prior": c.prior, "cues": c.cues, "ratio": c.ratio}
+                                for m, c in modes.items()}
+    return out

@@ -1,0 +1,228 @@
+"""The DeepSpeed training job: one run from a :class:`RunConfig`, checkpointed, scored, resumable.
+
+At every scheduled step t (after t updates) the job, in this order: scores the probe battery and
+appends the row to the zarr store, saves the model weights (safetensors, kept for every t), and
+saves a full DeepSpeed checkpoint (model + optimizer + scheduler, the last ``keep_resume`` kept).
+A run killed at any point and started again loads the newest DeepSpeed checkpoint, truncates the
+store to it, and continues; since the batch at step t is a pure function of t (see ``data.py``),
+it ends on the same numbers as an uninterrupted run.
+
+Multi-GPU: the same function runs under ``deepspeed --num_gpus N -m cluster.cli train ...``;
+each rank takes its slice of every step's batch (global batch unchanged), rank 0 scores and
+writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import vocab as V
+from .batteries import ProbeItem, read_battery
+from .config import RunConfig
+from .corpora import build_corpus, load_corpus
+from .data import DataPlan
+from .dist import device, ensure_process_group
+from .model import build_model, n_params, save_weights, weights_path
+from .rules import RULES
+from .scoring import aggregate, continuation_logprobs, encode_battery
+from .store import RunStore
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def battery_for(cfg: RunConfig) -> list[ProbeItem]:
+    if cfg.probes.battery:
+        items = [it for it in read_battery(cfg.probes.battery) if it.family in cfg.probes.families]
+        if not items:
+            raise ValueError(f"probes.battery {cfg.probes.battery!r} holds no items for families {cfg.probes.families}")
+        return items
+    items: list[ProbeItem] = []
+    for fam in cfg.probes.families:
+        items += RULES.get(fam).battery(cfg.probes.n_per_cell, cfg.probes.n_neutral)
+    return items
+
+
+def prepare_run(cfg: RunConfig, out: str | Path) -> Path:
+    """Validate everything that can be checked before training and create the run folder.
+
+    Bad input (unknown corpus, impossible budget, malformed battery) raises here, before any
+    file of the run is written. Returns the run directory.
+    """
+    out = Path(out)
+    battery_for(cfg)  # raises on a malformed battery before anything is written
+    run_dir = out / cfg.run_id
+    cfg_json = cfg.model_dump(mode="json")
+    if (run_dir / "config.json").exists():
+        if json.loads((run_dir / "config.json").read_text()) != cfg_json:
+            raise ValueError(f"{run_dir} holds a different config; its id should have differed (corrupt folder?)")
+    return run_dir
+
+
+def _lr_lambda(warmup: int):
+    return lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
+
+
+def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at: int | None = None,
+              log=print) -> Path:
+    """Train (or resume, or skip if complete) the run ``cfg`` under ``out``; returns its folder.
+
+    ``stop_at``: return after the checkpoint at that step (used by tests to simulate a kill).
+    """
+    import deepspeed
+
+    torch.set_num_threads(cfg.train.threads)
+    out = Path(out)
+    run_dir = prepare_run(cfg, out)
+    items = battery_for(cfg)
+    corpus = load_corpus(build_corpus(cfg.corpus, out / "corpora"))
+    tok = corpus.tokenizer
+    d_vocab = tok.get_vocab_size()
+    model = build_model(cfg.model, d_vocab, cfg.train.seed)
+    plan = DataPlan.for_budget(cfg.train.budget, corpus.rows, corpus.pad_id, cfg.train.steps,
+                               cfg.train.batch_size, cfg.train.seed, n_params(model))
+
+    rank, world = ensure_process_group()
+    if cfg.train.batch_size % world:
+        raise ValueError(f"train.batch_size {cfg.train.batch_size} must be divisible by the world size {world}")
+    micro = cfg.train.batch_size // world
+    store_path = run_dir / "store.zarr"
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not (run_dir / "config.json").exists():
+            write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
+        write_json_atomic(run_dir / "run.json", {
+            "run_id": cfg.run_id, "d_vocab": d_vocab, "n_params": n_params(model),
+            "corpus_path": str(corpus.path), "corpus_sha256": corpus.manifest["sha256"],
+            "unique_rows": plan.unique_rows, "tokens_per_step": cfg.train.batch_size * corpus.manifest["row_tokens"],
+            "world_size": world,
+        })
+        shutil.copy(corpus.path / "tokenizer.json", run_dir / "tokenizer.json")
+    store = RunStore(store_path) if rank == 0 else None
+    if store is not None and store.attrs.get("complete"):
+        log(f"{cfg.run_id}: already complete, skipping")
+        return run_dir
+
+    dev = device()
+    model.to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
+                            weight_decay=cfg.optim.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.optim.warmup_steps))
+    ds_config = {
+        "train_batch_size": cfg.train.batch_size,
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": 1,
+        "zero_optimization": {"stage": cfg.train.zero_stage},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=ds_config)
+
+    ckpt_dir = run_dir / "checkpoints"
+    start = 0
+    latest = ckpt_dir / "latest"
+    if latest.exists():
+        _, client = engine.load_checkpoint(str(ckpt_dir))
+        start = int(client["step"])
+        if store is not None:
+            store.truncate(start)
+        log(f"{cfg.run_id}: resumed from step {start}")
+
+    enc = encode_battery(items, tok, tok.token_to_id(V.BOS), cfg.model.n_ctx, pad_id=corpus.pad_id)
+    metric_names = sorted(aggregate(items, np.zeros(len(items)) + 1, np.zeros(len(items))))
+    if store is not None:
+        store.init_layout(items, metric_names, {"run_id": cfg.run_id, "config": cfg.model_dump(mode="json")})
+    schedule = set(cfg.schedule.steps(cfg.train.steps))
+    rows = torch.from_numpy(corpus.rows)
+    loss_sum, loss_n = 0.0, 0
+    bar = _progress(progress and rank == 0, cfg, start)
+    t0 = time.time()
+    try:
+        for step in range(start, cfg.train.steps + 1):
+            if step in schedule and not (step == start and start > 0):
+                loss = loss_sum / loss_n if loss_n else float("nan")
+                loss_sum, loss_n = 0.0, 0
+                if rank == 0:
+                    lpc, lpd = continuation_logprobs(engine.module, enc)
+                    metrics = aggregate(items, lpc, lpd)
+                    store.append(step, loss, sched.get_last_lr()[0], items, lpc, lpd, metrics)
+                    save_weights(engine.module, weights_path(run_dir, step))
+                    if bar:
+                        bar.show(step, loss, metrics)
+                _save_resume(engine, ckpt_dir, step, cfg.schedule.keep_resume, rank)
+                if stop_at is not None and step >= stop_at:
+                    return run_dir
+            if step == cfg.train.steps:
+                break
+            idx = plan.indices(step)[rank * micro : (rank + 1) * micro]
+            x = rows[idx].long().to(dev)
+            logits = engine(x)
+            loss_t = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
+                                     ignore_index=corpus.pad_id)
+            engine.backward(loss_t)
+            engine.step()
+            loss_sum += float(loss_t.detach())
+            loss_n += 1
+            if bar:
+                bar.advance()
+    finally:
+        if bar:
+            bar.close()
+    if rank == 0:
+        store.mark_complete(train_seconds=round(time.time() - t0, 2))
+        from .summary import write_summary
+
+        write_summary(run_dir)
+    return run_dir
+
+
+def _save_resume(engine, ckpt_dir: Path, step: int, keep: int, rank: int) -> None:
+    """DeepSpeed checkpoint with tag ``step<N>``; older tags beyond ``keep`` are removed."""
+    engine.save_checkpoint(str(ckpt_dir), tag=f"step{step:07d}", client_state={"step": step})
+    if rank == 0:
+        tags = sorted(p for p in ckpt_dir.glob("step*") if p.is_dir())
+        for old in tags[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+class _Bar:
+    """A rich progress bar with the watched family's conflict accuracy and margin."""
+
+    def __init__(self, cfg: RunConfig, start: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.fam = cfg.probes.families[0]
+        self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+        self.p.start()
+        self.task = self.p.add_task(cfg.run_id, total=cfg.train.steps, completed=start, info="")
+
+    def advance(self) -> None:
+        self.p.advance(self.task)
+
+    def show(self, step: int, loss: float, metrics: dict) -> None:
+        acc = metrics.get(f"{self.fam}/acc_conflict_heldout", math.nan)
+        cm = metrics.get(f"{self.fam}/cm", math.nan)
+        self.p.update(self.task, info=f"loss {loss:.3f}  {self.fam} conflict {acc:.2f}  CM {cm:+.2f}")
+
+    def close(self) -> None:
+        self.p.stop()
+
+
+def _progress(on: bool, cfg: RunConfig, start: int) -> _Bar | None:
+    return _Bar(cfg, start) if on else None

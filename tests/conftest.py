@@ -1,0 +1,55 @@
+"""Shared helpers: tiny configs, seeded RNGs, a built tiny corpus."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from runner.config import RunConfig  # noqa: E402
+
+REFERENCE_BATTERY = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference", "batteries",
+                                 "rvp4.jsonl")
+
+
+def tiny_run_config(**overrides) -> RunConfig:
+    """A run that trains in seconds: 2-layer d32 model, 60 steps, checkpoint every 20.
+
+    Overrides are nested dicts per concern, e.g. ``tiny_run_config(train={"steps": 40})``.
+    """
+    base = {
+        "corpus": {"name": "web", "n_stories": 2000, "seed": 0},
+        "model": {"n_layers": 2, "d_model": 32, "n_heads": 2, "d_mlp": 64, "n_ctx": 64},
+        "train": {"steps": 60, "batch_size": 16, "seed": 7},
+        "schedule": {"every": 20, "dense_every": None, "keep_resume": 2},
+        "probes": {"n_per_cell": 8, "n_neutral": 4},
+    }
+    for k, v in overrides.items():
+        base[k] = {**base.get(k, {}), **v}
+    return RunConfig(**base)
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    random.seed(0)
+    np.random.seed(0)
+    try:
+        import torch
+
+        torch.manual_seed(0)
+    except ImportError:
+        pass
+
+
+@pytest.fixture
+def reference_battery() -> str:
+    path = os.path.abspath(REFERENCE_BATTERY)
+    if not os.path.exists(path):
+        pytest.skip(f"reference battery not found at {path} (shared/ is checked out beside the repo)")
+    return path
