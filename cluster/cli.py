@@ -133,12 +133,6 @@ def train(
             raise UserError(_validation_message(e)) from None
     try:
         prepare_run(cfg, out)
-        from runner.corpora import build_corpus, load_corpus
-        from runner.data import DataPlan
-
-        c = load_corpus(build_corpus(cfg.corpus, out / "corpora"))
-        DataPlan.for_budget(cfg.train.budget, c.rows, c.pad_id, cfg.train.steps, cfg.train.batch_size,
-                            cfg.train.seed, 1)  if cfg.train.budget == "packed" else None
     except ValueError as e:
         raise UserError(str(e)) from None
     run_dir = train_run(cfg, out, progress=progress, log=console.print)

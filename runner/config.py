@@ -179,6 +179,13 @@ class RunConfig(_Frozen):
                 f"corpus.story_tokens ({self.corpus.story_tokens}) exceeds model.n_ctx ({self.model.n_ctx}); "
                 "raise model.n_ctx or shorten the stories"
             )
+        need = self.train.steps * self.train.batch_size
+        if self.train.budget == "packed" and not self.corpus.is_hf and self.corpus.n_stories < need:
+            raise ValueError(
+                f"train.budget 'packed' needs {need:,} fresh stories (steps {self.train.steps} x batch "
+                f"{self.train.batch_size}) but corpus.n_stories is {self.corpus.n_stories:,}; raise "
+                "corpus.n_stories or use a dn<ratio> budget"
+            )
         return self
 
     @property

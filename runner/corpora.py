@@ -184,8 +184,10 @@ def build_corpus(cfg: CorpusConfig, out_root: str | Path, progress=None) -> Path
         if existing != cfg.model_dump(mode="json"):
             raise CorpusError(f"{dest} holds a different corpus config; remove it or choose another --out")
         return dest
+    import datasets
     from datasets import Dataset
 
+    datasets.disable_progress_bar()
     if cfg.is_hf:
         rows, tok = hf_rows(cfg)
         generator = {"kind": "hf", "path": cfg.name[3:], "text_column": cfg.text_column}
@@ -221,8 +223,10 @@ def build_corpus(cfg: CorpusConfig, out_root: str | Path, progress=None) -> Path
 
 def load_corpus(path: str | Path) -> Corpus:
     """Open a built corpus folder; the token stream is checked against the manifest's sha256."""
+    import datasets
     from datasets import load_from_disk
 
+    datasets.disable_progress_bar()
     path = Path(path)
     mf = path / "manifest.json"
     if not mf.exists():

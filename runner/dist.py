@@ -27,11 +27,19 @@ def ensure_process_group() -> tuple[int, int]:
     import deepspeed
 
     if not tdist.is_initialized():
-        if "RANK" not in os.environ:
-            os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                              MASTER_PORT=str(free_port()))
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        deepspeed.init_distributed(dist_backend=backend)
+        if "RANK" in os.environ:  # a launcher (deepspeed, torchrun, Ray Train) set the group up
+            deepspeed.init_distributed(dist_backend=backend)
+        else:
+            # Single process: set the rendezvous variables for the call only, so that child
+            # processes (a subprocess run, a Ray worker) never inherit this process's port.
+            mine = dict(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+            os.environ.update(mine, LOCAL_RANK=os.environ.get("LOCAL_RANK", "0"))
+            try:
+                deepspeed.init_distributed(dist_backend=backend)
+            finally:
+                for k in mine:
+                    os.environ.pop(k, None)
     return tdist.get_rank(), tdist.get_world_size()
 
 

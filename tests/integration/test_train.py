@@ -1,0 +1,133 @@
+"""A real DeepSpeed engine on a tiny model, a real zarr store, real subprocess kills."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from cluster.cli import main as cli_main
+from runner.model import load_model, weights_path
+from runner.scoring import continuation_logprobs, encode_battery
+from runner.store import RunStore
+from runner.train import battery_for, train_run
+from tests.conftest import tiny_run_config
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_train_writes_store_weights_and_summary(tmp_path):
+    cfg = tiny_run_config(schedule={"every": 20}, train={"steps": 120}, corpus={"n_stories": 2000})
+    run = train_run(cfg, tmp_path, progress=False)
+    assert run.name == cfg.run_id
+    store = RunStore(run / "store.zarr")
+    assert store.attrs["complete"] and list(store.steps()) == [0, 20, 40, 60, 80, 100, 120]
+    ds = xr.open_zarr(str(run / "store.zarr"), group="pronoun_gender", consolidated=False)
+    assert ds["logp_correct"].dims == ("step", "item") and ds.sizes["step"] == 7
+    loss = store.series("train/loss")
+    assert np.isnan(loss[0]) and loss[-1] < loss[1]  # it learns
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["families"]) == {"pronoun_gender", "number_agreement"}
+    # stored log-probs equal a fresh forward pass of the saved weights
+    model = load_model(run, 120)
+    items = battery_for(cfg)
+    from runner.corpora import load_corpus
+
+    c = load_corpus(tmp_path / "corpora" / cfg.corpus.dirname)
+    tok = c.tokenizer
+    enc = encode_battery(items, tok, tok.token_to_id("<bos>"), cfg.model.n_ctx, pad_id=c.pad_id)
+    lpc, _ = continuation_logprobs(model, enc)
+    fam = np.array([it.family for it in items]) == "pronoun_gender"
+    np.testing.assert_allclose(ds["logp_correct"].values[-1], lpc[fam], rtol=1e-5, atol=1e-5)
+    # a second call skips the finished run
+    assert train_run(cfg, tmp_path, progress=False, log=lambda *_: None) == run
+    assert RunStore(run / "store.zarr").n_complete == 7
+
+
+@pytest.mark.parametrize("zero_stage", [1, 2])
+def test_zero_stages_train(tmp_path, zero_stage):
+    cfg = tiny_run_config(train={"steps": 20, "zero_stage": zero_stage}, schedule={"every": 10})
+    run = train_run(cfg, tmp_path, progress=False)
+    assert RunStore(run / "store.zarr").attrs["complete"]
+
+
+def test_dn_budget_cycles(tmp_path):
+    cfg = tiny_run_config(train={"budget": "dn1", "steps": 60}, schedule={"every": 20})
+    run = train_run(cfg, tmp_path, progress=False)
+    meta = json.loads((run / "run.json").read_text())
+    # unique tokens = 1 x parameter count, fewer rows than the 60 x 16 the run consumed: it cycled
+    assert meta["unique_rows"] < 60 * 16
+    assert RunStore(run / "store.zarr").attrs["complete"]
+
+
+def _cli(args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "cluster.cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    cfg = tiny_run_config(train={"steps": 400, "seed": 11}, schedule={"every": 20, "keep_resume": 2},
+                          corpus={"n_stories": 6400})
+    # Uninterrupted reference, in this process.
+    ref = train_run(cfg, tmp_path / "a", progress=False)
+    # Killed with SIGKILL mid-way, in a subprocess, then the same command again.
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(cfg.model_dump_json())
+    out_b = tmp_path / "b"
+    args = ["train", "--config", str(cfg_file), "--out", str(out_b), "--no-progress"]
+    p = _cli(args, tmp_path)
+    run_b = out_b / cfg.run_id
+    deadline = time.time() + 300
+    while not weights_path(run_b, 60).exists():
+        assert p.poll() is None, p.stdout.read()
+        assert time.time() < deadline, "no checkpoint at step 60 in time"
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    killed_at = RunStore(run_b / "store.zarr").steps()[-1]
+    assert not RunStore(run_b / "store.zarr").attrs["complete"] and killed_at < 400
+    p2 = _cli(args, tmp_path)
+    log = p2.communicate(timeout=600)[0]
+    assert p2.returncode == 0, log
+    assert "resumed from step" in log
+    a, b = RunStore(ref / "store.zarr"), RunStore(run_b / "store.zarr")
+    assert list(a.steps()) == list(b.steps())
+    for fam in a.families():
+        np.testing.assert_array_equal(a.series(f"{fam}/logp_correct"), b.series(f"{fam}/logp_correct"))
+        np.testing.assert_array_equal(a.series(f"{fam}/cm"), b.series(f"{fam}/cm"))
+    wa, wb = load_model(ref).state_dict(), load_model(run_b).state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "--corpus", "nope"], "corpus.name: unknown corpus 'nope'"),
+    (["train", "--budget", "dn-5"], "train.budget: budget 'dn-5' is not valid"),
+    (["train", "--steps", "10000"], "corpus.n_stories"),
+    (["corpus", "build", "--preset", "synthetic"], "support"),
+])
+def test_bad_input_clear_error_no_files(tmp_path, capsys, args, needle):
+    out = tmp_path / "out"
+    rc = cli_main([*args, "--out", str(out)])
+    assert rc == 2
+    assert needle in " ".join(capsys.readouterr().err.split())
+    assert not out.exists()
+
+
+def test_malformed_battery_is_refused_before_anything_is_written(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"family": "pronoun_gender", "condition": "conflict"}\n')
+    out = tmp_path / "out"
+    rc = cli_main(["train", "--battery", str(bad), "--out", str(out), "--no-progress"])
+    assert rc == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "bad.jsonl:1" in err and "probe" in err
+    assert not out.exists()
