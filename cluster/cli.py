@@ -18,7 +18,7 @@ from rich.console import Console
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ungrok: natural-ungrokking research runs.")
 corpus_app = typer.Typer(no_args_is_help=True, help="Build and inspect corpora.")
 app.add_typer(corpus_app, name="corpus")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 
 class UserError(Exception):
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv if argv is not None else sys.argv[1:], standalone_mode=False)
     except UserError as e:
-        Console(stderr=True).print(f"[red]error:[/] {e}")
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {e}", highlight=False)
         return 2
     except typer.Exit as e:
         return e.exit_code

@@ -131,8 +131,8 @@ class ScheduleConfig(_Frozen):
     checkpoints (with optimizer state) are kept for resume; model weights are kept for every step.
     """
 
-    every: int = Field(100, gt=0)
-    dense_every: int | None = Field(50, gt=0)
+    every: int = Field(50, gt=0)
+    dense_every: int | None = Field(None, gt=0)
     dense_start: int = Field(0, ge=0)
     dense_end: int = Field(10**9, ge=0)
     keep_resume: int = Field(2, ge=1)

@@ -35,7 +35,7 @@ class SyntheticSpec:
 
     support: float
     p_family: tuple[tuple[str, float], ...] = (("pronoun_gender", 0.7), ("number_agreement", 0.2))
-    p_reuse: float = 0.5  # P(a family sentence reuses a key already used in the story)
+    p_reuse: float = 0.4  # P(a family sentence reuses a key already used in the story)
 
     def __post_init__(self) -> None:
         if sum(p for _, p in self.p_family) > 1:
@@ -214,7 +214,12 @@ def build_corpus(cfg: CorpusConfig, out_root: str | Path, progress=None) -> Path
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if not (dest / "manifest.json").exists():  # not a concurrent builder's finished copy
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process built the same corpus first
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -50,6 +50,9 @@ class RuleFamily:
     cue_classes: dict[str, tuple[str, ...]]
     rule_answer: dict[str, str]
     description: str = ""
+    # Support-count modes that apply: "windowed" (answer within k tokens after the cue), "bigram"
+    # (answer right after the cue), "contested" (induction-keyed families only).
+    support_modes: tuple[str, ...] = ("windowed", "bigram")
 
     @property
     def answers(self) -> tuple[str, ...]:
@@ -81,6 +84,7 @@ class InductionRule(RuleFamily):
     neutral_template: tuple[str, ...] = ()
     heldout_fraction: float = 0.1
     p_reuse: float = 0.3
+    support_modes: tuple[str, ...] = ("windowed", "contested")
     offsets: dict[str, int] = field(default_factory=dict, init=False, compare=False)
 
     def __post_init__(self) -> None:

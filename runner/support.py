@@ -146,7 +146,8 @@ def _blocks(rows: np.ndarray, pad_id: int | None, block: int, k: int) -> Iterato
 
 def count_support(rows: np.ndarray, tokenizer, families: Iterable[str], *, pad_id: int | None = None,
                   k: int = 16, block: int = 20_000, contested: bool = True, progress=None) -> dict:
-    """``{family: {class: {windowed, bigram, contested}}}`` each with rule, prior, cues, ratio."""
+    """``{family: {class: {mode: {rule, prior, cues, ratio}}}}`` for the family's ``support_modes``
+    (``contested=False`` skips the per-story contested pass, e.g. on non-template text)."""
     fams = [RULES.get(f) for f in families]
     ids = {f.name: class_ids(f, tokenizer) for f in fams}
     win = {f.name: {c.cls: Counts() for c in ids[f.name]} for f in fams}
@@ -166,9 +167,10 @@ def count_support(rows: np.ndarray, tokenizer, families: Iterable[str], *, pad_i
     for f in fams:
         out[f.name] = {}
         for cls in f.cue_classes:
-            modes = {"windowed": win[f.name][cls], "bigram": big[f.name][cls]}
+            all_modes = {"windowed": win[f.name][cls], "bigram": big[f.name][cls]}
             if contested and isinstance(f, InductionRule):
-                modes["contested"] = con[f.name][cls]
+                all_modes["contested"] = con[f.name][cls]
+            modes = {m: all_modes[m] for m in f.support_modes if m in all_modes}
             out[f.name][cls] = {m: {"rule": c.rule, "prior": c.prior, "cues": c.cues, "ratio": c.ratio}
                                 for m, c in modes.items()}
     return out

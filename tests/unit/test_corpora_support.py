@@ -109,4 +109,5 @@ def test_blocked_counting_equals_one_pass():
     a = count_support(rows, tok, ["pronoun_gender"], pad_id=0, block=37)
     b = count_support(rows, tok, ["pronoun_gender"], pad_id=0, block=10_000)
     assert a == b
+    assert set(a["pronoun_gender"]["feminine"]) == {"windowed", "contested"}
     assert Counts(3, 1).ratio == 2.0

@@ -1,0 +1,87 @@
+"""Steps/s of the DeepSpeed training path vs a plain PyTorch loop on the same model and data.
+
+Both loops run the same model (default: the run default, 2 layers d64), the same batches
+(packed budget on the built-in ``web`` corpus) and the same loss, single process, 1 thread.
+Prints steps/s, tokens/s and the ratio DeepSpeed / plain for ZeRO stages 0, 1, 2.
+
+    python bench/train_throughput.py [--steps 300] [--warmup 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+from runner.config import RunConfig
+from runner.corpora import build_corpus, load_corpus
+from runner.data import DataPlan
+from runner.dist import ensure_process_group
+from runner.model import build_model, n_params
+
+
+def _loss(model, x, pad):
+    logits = model(x)
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), ignore_index=pad)
+
+
+def time_plain(cfg, rows, plan, pad, steps, warmup, d_vocab):
+    model = build_model(cfg.model, d_vocab, cfg.train.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr)
+    for s in range(warmup + steps):
+        if s == warmup:
+            t0 = time.perf_counter()
+        loss = _loss(model, rows[plan.indices(s)].long(), pad)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return steps / (time.perf_counter() - t0)
+
+
+def time_deepspeed(cfg, rows, plan, pad, steps, warmup, d_vocab, stage):
+    import deepspeed
+
+    model = build_model(cfg.model, d_vocab, cfg.train.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=opt, config={
+        "train_batch_size": cfg.train.batch_size, "train_micro_batch_size_per_gpu": cfg.train.batch_size,
+        "zero_optimization": {"stage": stage}, "steps_per_print": 10**9})
+    for s in range(warmup + steps):
+        if s == warmup:
+            t0 = time.perf_counter()
+        loss = _loss(engine, rows[plan.indices(s)].long(), pad)
+        engine.backward(loss)
+        engine.step()
+    return steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=20)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    total = args.steps + args.warmup
+    cfg = RunConfig(corpus={"name": "web", "n_stories": total * 32}, train={"steps": total})
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = load_corpus(build_corpus(cfg.corpus, tmp))
+    rows = torch.from_numpy(corpus.rows)
+    d_vocab = corpus.manifest["vocab_size"]
+    plan = DataPlan.for_budget("packed", corpus.rows, corpus.pad_id, total, 32, 0, 1)
+    ensure_process_group()
+    tokens = cfg.train.batch_size * cfg.corpus.story_tokens
+    n = n_params(build_model(cfg.model, d_vocab, 0))
+    plain = time_plain(cfg, rows, plan, corpus.pad_id, args.steps, args.warmup, d_vocab)
+    print(f"model {n:,} params, batch {cfg.train.batch_size}x{cfg.corpus.story_tokens}, 1 thread, {args.steps} timed steps")
+    print(f"{'path':<22}{'steps/s':>10}{'tokens/s':>12}{'ratio vs plain':>16}")
+    print(f"{'plain PyTorch':<22}{plain:>10.2f}{plain * tokens:>12,.0f}{1.0:>16.3f}")
+    for stage in (0, 1, 2):
+        ds = time_deepspeed(cfg, rows, plan, corpus.pad_id, args.steps, args.warmup, d_vocab, stage)
+        print(f"{'DeepSpeed ZeRO-' + str(stage):<22}{ds:>10.2f}{ds * tokens:>12,.0f}{ds / plain:>16.3f}")
+
+
+if __name__ == "__main__":
+    main()
