@@ -18,6 +18,8 @@ from rich.console import Console
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ungrok: natural-ungrokking research runs.")
 corpus_app = typer.Typer(no_args_is_help=True, help="Build and inspect corpora.")
 app.add_typer(corpus_app, name="corpus")
+prereg_app = typer.Typer(no_args_is_help=True, help="Lock, verify and amend a pre-registration.")
+app.add_typer(prereg_app, name="prereg")
 console = Console(width=None if sys.stdout.isatty() else 140)
 
 
@@ -158,6 +160,121 @@ def show(
     console.print(trajectory_table(run, every=every))
     console.print(figures_table(summary))
     console.print(f"plot: {plot_run(run)}")
+
+
+def _locked(prereg: Optional[Path]):
+    from runner.prereg import PreregError, load_locked
+
+    if prereg is None:
+        return None
+    try:
+        return load_locked(prereg)
+    except PreregError as e:
+        raise UserError(str(e)) from None
+
+
+@prereg_app.command("lock")
+def prereg_lock(file: Path = typer.Argument(..., help="the prereg TOML")) -> None:
+    """Lock the prereg: record its sha256, UTC time, ungrok version and git commit."""
+    from runner.prereg import PreregError, lock, lock_path
+
+    try:
+        rec = lock(file)
+    except PreregError as e:
+        raise UserError(str(e)) from None
+    console.print(f"locked {file}: sha256 {rec['sha256'][:16]}… at {rec['locked_utc']} -> {lock_path(file)}")
+
+
+@prereg_app.command("verify")
+def prereg_verify(file: Path = typer.Argument(..., help="the prereg TOML")) -> None:
+    """Check the prereg against its lock and the amendment chain."""
+    rec = _locked(file).record
+    console.print(f"ok: {file} matches its lock ({rec['sha256'][:16]}…, {len(rec['amendments'])} amendments)")
+
+
+@prereg_app.command("amend")
+def prereg_amend(
+    file: Path = typer.Argument(..., help="the locked prereg TOML"),
+    set_: list[str] = typer.Option(..., "--set", help="classifier.<constant>=<number>; repeatable"),
+    reason: str = typer.Option(..., help="why (recorded in the chain and the report)"),
+) -> None:
+    """Append a dated, hash-chained amendment (applies to data produced after it)."""
+    from runner.prereg import PreregError, amend
+
+    changes = {}
+    for item in set_:
+        key, eq, val = item.partition("=")
+        try:
+            changes[key.strip()] = float(val) if "." in val or "e" in val else int(val)
+        except ValueError:
+            raise UserError(f"--set {item!r}: expected KEY=NUMBER, e.g. classifier.displaced=0.55") from None
+        if not eq:
+            raise UserError(f"--set {item!r}: expected KEY=NUMBER")
+    try:
+        rec = amend(file, changes, reason)
+    except PreregError as e:
+        raise UserError(str(e)) from None
+    a = rec["amendments"][-1]
+    console.print(f"amendment {a['n']} at {a['utc']}: {a['changes']} (hash {a['hash'][:12]}…)")
+
+
+@app.command()
+def verdict(
+    path: Path = typer.Argument(..., help="a run folder or a folder of runs"),
+    prereg: Path = typer.Option(..., help="the locked prereg TOML"),
+    unseal: bool = typer.Option(False, help="read quarantined seeds (logged beside the prereg)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="default <path>/verdict.json"),
+) -> None:
+    """Score every run and every registered prediction; print a scoreboard and write JSON."""
+    from rich.table import Table
+
+    from runner.train import write_json_atomic
+    from runner.verdicts import verdict as compute
+
+    locked = _locked(prereg)
+    try:
+        v = compute(path, locked, unseal)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    t = Table(title=f"runs under {prereg}")
+    for col in ("run", "status", "family", "label", "final", "final 95% CI", "control", "onset", "CM cross"):
+        t.add_column(col)
+    for r in v["runs"]:
+        if r["sealed"]:
+            t.add_row(r["run"], "sealed", "", "", "", "", "", "", "")
+        for fam, f in r["families"].items():
+            t.add_row(r["run"], r["status"], fam, f.get("label"), f"{f.get('final', float('nan')):.2f}",
+                      str([round(x, 2) for x in f.get("final_ci", [])]), "valid" if f.get("control_valid") else "INVALID",
+                      str(f.get("onset")), str(f.get("cm_cross")))
+    console.print(t)
+    sb = Table(title="scoreboard")
+    for col in ("id", "rule", "result", "status", "values / why"):
+        sb.add_column(col)
+    for p in v["predictions"] + v["falsifiers"]:
+        sb.add_row(p["id"], f"{p['family']} {p['select']}: {p['rule']}", p["result"], p["status"],
+                   p.get("why") or str([round(x, 3) if isinstance(x, float) else x for x in p.get("values", [])]))
+    console.print(sb)
+    dest = json_out or (path / "verdict.json")
+    write_json_atomic(dest, json.loads(json.dumps(v, default=str)))
+    console.print(f"wrote {dest}")
+
+
+@app.command()
+def report(
+    path: Path = typer.Argument(..., help="a run folder or a folder of runs"),
+    prereg: Optional[Path] = typer.Option(None, help="the locked prereg TOML (default: none, all exploratory)"),
+    unseal: bool = typer.Option(False, help="include quarantined seeds (logged)"),
+    out: Optional[Path] = typer.Option(None, help="report folder (default <path>/report)"),
+) -> None:
+    """Write the HTML report page (images embedded) and its PNGs."""
+    from runner.html_report import write_report
+
+    locked = _locked(prereg)
+    try:
+        page = write_report(path, locked, unseal, out)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    console.print(f"report: {page}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,9 +10,12 @@ from .store import RunStore
 from .summary import write_summary
 
 
-def plot_run(run_dir: str | Path, path: str | Path | None = None) -> Path:
-    """One panel per family: heldout conflict/agree accuracy (left axis) and CM (right axis),
-    with the collapse onset and the CM zero-crossing marked."""
+def plot_run(run_dir: str | Path, path: str | Path | None = None, figures: dict | None = None) -> Path:
+    """Two rows per family. Top: conflict and agree accuracy, train (thin) and heldout (thick),
+    with the EMERGED (>= 0.8) and DISPLACED (<= 0.6) bands. Bottom: the contrast margin CM and
+    the prior pull PM with the collapse onset and the CM zero-crossing marked.
+
+    ``figures``: ``{family: figures}`` to annotate with (default: the run's summary)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,33 +23,42 @@ def plot_run(run_dir: str | Path, path: str | Path | None = None) -> Path:
 
     run_dir = Path(run_dir)
     store = RunStore(run_dir / "store.zarr")
-    summary = write_summary(run_dir)
+    figures = figures if figures is not None else write_summary(run_dir)["families"]
     fams = store.families()
-    fig, axes = plt.subplots(1, len(fams), figsize=(6.5 * len(fams), 4), squeeze=False)
-    for ax, fam in zip(axes[0], fams):
+    fig, axes = plt.subplots(2, len(fams), figsize=(6.2 * len(fams), 6.4), squeeze=False, sharex="col",
+                             gridspec_kw={"height_ratios": [3, 2]})
+    for j, fam in enumerate(fams):
+        ax, axm = axes[0, j], axes[1, j]
         s = store.series(f"{fam}/step")
-        ax.plot(s, store.series(f"{fam}/acc_conflict_heldout"), color="tab:red", label="conflict (heldout)")
-        ax.plot(s, store.series(f"{fam}/acc_agree_heldout"), color="tab:blue", label="agree (heldout)")
+        ax.axhspan(0.8, 1.02, color="tab:green", alpha=0.08, label="EMERGED / RECOVERED >= 0.8")
+        ax.axhspan(-0.02, 0.6, color="tab:red", alpha=0.06, label="DISPLACED <= 0.6")
+        for cond, color in (("conflict", "tab:red"), ("agree", "tab:blue")):
+            for split, lw in (("train", 0.8), ("heldout", 2.0)):
+                key = f"{fam}/acc_{cond}_{split}"
+                if f"acc_{cond}_{split}" in store.metrics(fam):
+                    ax.plot(s, store.series(key), color=color, lw=lw, alpha=1.0 if lw > 1 else 0.5,
+                            label=f"{cond} ({split})")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("step")
         ax.set_ylabel("forced-choice accuracy")
-        ax2 = ax.twinx()
-        ax2.plot(s, store.series(f"{fam}/cm"), color="black", ls="--", lw=1, label="CM (nats)")
-        ax2.axhline(0, color="grey", lw=0.5)
-        ax2.set_ylabel("contrast margin CM (nats)")
-        f = summary["families"][fam]
+        f = figures.get(fam, {})
+        ax.set_title(f"{fam}: {str(f.get('label', '?')).upper()}", fontsize=10)
+        axm.plot(s, store.series(f"{fam}/cm"), color="black", label="CM = log p(rule) - log p(competitor)")
+        if "pm" in store.metrics(fam):
+            axm.plot(s, store.series(f"{fam}/pm"), color="tab:gray", ls="--", label="PM (prior pull, no cue)")
+        axm.axhline(0, color="grey", lw=0.6)
+        axm.set_ylabel("nats")
+        axm.set_xlabel("step")
         for key, color in (("onset", "tab:orange"), ("cm_cross", "tab:purple")):
             if f.get(key) is not None:
-                ax.axvline(f[key], color=color, ls=":", label=f"{key} {f[key]}")
-        ax.set_title(f"{fam}: {f.get('label')}")
-        h1, l1 = ax.get_legend_handles_labels()
-        h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower left")
+                for a in (ax, axm):
+                    a.axvline(f[key], color=color, ls=":", lw=1.5, label=f"{key} @ {f[key]}" if a is axm else None)
+        ax.legend(fontsize=6.5, loc="lower left")
+        axm.legend(fontsize=6.5, loc="lower left")
     fig.suptitle(store.attrs.get("run_id", run_dir.name), fontsize=9)
     fig.tight_layout()
     path = Path(path) if path else run_dir / "trajectory.png"
     tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=100)
     plt.close(fig)
     tmp.replace(path)
     return path

@@ -106,6 +106,7 @@ def family_figures(steps: np.ndarray, conflict: np.ndarray, agree: np.ndarray, c
         "cm_final": _final(m, k)[0],
         "cm_cross": cross,
         "cross_lag": (cross - onset) if (cross is not None and onset is not None) else None,
+        "abs_cross_lag": abs(cross - onset) if (cross is not None and onset is not None) else None,
         "margin_valid": bool(ms.max() >= k.margin_min),
         "n_evals": int(len(s)),
     }

@@ -113,10 +113,10 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at
             "world_size": world,
         })
         shutil.copy(corpus.path / "tokenizer.json", run_dir / "tokenizer.json")
-    store = RunStore(store_path) if rank == 0 else None
-    if store is not None and store.attrs.get("complete"):
+    if _is_complete(store_path):  # every rank decides the same way
         log(f"{cfg.run_id}: already complete, skipping")
         return run_dir
+    store = RunStore(store_path) if rank == 0 else None
 
     dev = device()
     model.to(dev)
@@ -189,6 +189,14 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at
 
         write_summary(run_dir)
     return run_dir
+
+
+def _is_complete(store_path: Path) -> bool:
+    import zarr
+
+    if not (store_path / "zarr.json").exists():
+        return False
+    return bool(zarr.open_group(str(store_path), mode="r", use_consolidated=False).attrs.get("complete"))
 
 
 def _save_resume(engine, ckpt_dir: Path, step: int, keep: int, rank: int) -> None:

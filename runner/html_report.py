@@ -1,0 +1,161 @@
+"""The report page: one self-contained HTML file (PNGs embedded as data URIs, also written
+beside it) for a run or a folder of runs.
+
+Sections: the pre-registration (hash, lock time, amendments), the scoreboard (predictions and
+falsifiers, PASS/FAIL/VOID, exploratory/confirmatory), the phase table (corpus x budget x seed ->
+label per family), support ratio vs conflict final, and every run's trajectories.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+
+from .prereg import Locked, unregistered
+from .report import plot_run
+from .verdicts import find_runs, verdict
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}.PASS{background:#d9f2d9}.FAIL{background:#f7d4d4}.VOID{background:#eee}
+.recovered{color:#1a7f1a;font-weight:bold}.displaced{color:#b3261e;font-weight:bold}.unstable,.intermediate{color:#a66a00}
+.never{color:#666}.exploratory{color:#a66a00}.confirmatory{color:#1a7f1a}img{max-width:100%;border:1px solid #ddd;margin:4px 0}
+code{background:#f5f5f5;padding:1px 4px}
+"""
+_JS = """window.addEventListener('load',()=>{const im=[...document.images];
+document.body.dataset.imagesOk=im.filter(i=>i.complete&&i.naturalWidth>0).length+'/'+im.length;});"""
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    if isinstance(v, list) and len(v) == 2 and all(isinstance(x, float) for x in v):
+        return f"[{v[0]:.2f}, {v[1]:.2f}]"
+    return html.escape(str(v))
+
+
+def plot_support(v: dict, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fams = [f for f, a in v["across"].items() if any(r["support_ratio"] for r in a["runs"])]
+    if not fams:
+        return None
+    colors = {"recovered": "tab:green", "displaced": "tab:red", "never": "tab:gray"}
+    fig, axes = plt.subplots(1, len(fams), figsize=(5.5 * len(fams), 4), squeeze=False)
+    for ax, fam in zip(axes[0], fams):
+        a = v["across"][fam]
+        for r in a["runs"]:
+            if r["support_ratio"]:
+                ax.scatter(r["support_ratio"], r["final"], color=colors.get(r["label"], "tab:orange"), s=30)
+        law = a["support_law"].get("support_ratio", {})
+        ax.set_xscale("log")
+        ax.axhline(0.6, color="tab:red", ls=":", lw=0.8)
+        ax.axhline(0.8, color="tab:green", ls=":", lw=0.8)
+        ax.set_xlabel("support ratio (windowed, pooled over cue classes)")
+        ax.set_ylabel("conflict final (heldout)")
+        rho = law.get("spearman_rho")
+        ax.set_title(f"{fam}: Spearman rho = {rho:.2f}" if rho is not None else fam, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = False,
+                 out_dir: str | Path | None = None) -> Path:
+    """Compute the verdict and write ``<out_dir>/index.html`` (default ``<path>/report``)."""
+    locked = locked or unregistered()
+    v = verdict(path, locked, unseal)
+    out = Path(out_dir) if out_dir else Path(path) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    dirs = {d.name: d for d in find_runs(path)}
+    parts = [f"<h1>ungrok report</h1><p><code>{html.escape(str(Path(path).resolve()))}</code></p>"]
+    pr = v["prereg"]
+    if pr["sha256"]:
+        parts.append(f"<h2>Pre-registration</h2><p><code>{html.escape(pr['path'])}</code> sha256 "
+                     f"<code>{pr['sha256'][:16]}…</code>, locked {pr['locked_utc']}, commit "
+                     f"<code>{html.escape(str(pr['git_commit']))}</code>. Runs whose data was first scored before "
+                     "the lock are <span class=exploratory>exploratory</span>; after it, "
+                     "<span class=confirmatory>confirmatory</span>.</p>")
+        if pr["amendments"]:
+            rows = "".join(f"<tr><td>{a['n']}</td><td class=l>{a['utc']}</td><td class=l>{html.escape(str(a['changes']))}</td>"
+                           f"<td class=l>{html.escape(a['reason'])}</td><td class=l><code>{a['hash'][:12]}</code></td></tr>"
+                           for a in pr["amendments"])
+            parts.append("<h3>Amendments (apply to data produced after their date)</h3><table><tr><th>#</th>"
+                         f"<th class=l>UTC</th><th class=l>changes</th><th class=l>reason</th><th class=l>hash</th></tr>{rows}</table>")
+    else:
+        parts.append("<p><b>No pre-registration given</b>: default constants, every figure is exploratory.</p>")
+    if v["unsealed"]:
+        parts.append("<p><b>Quarantined seeds were unsealed for this report (logged).</b></p>")
+    for title, key in (("Scoreboard: predictions", "predictions"), ("Falsifiers", "falsifiers")):
+        if v[key]:
+            rows = "".join(
+                f"<tr class={p['result']}><td class=l>{html.escape(p['id'])}</td><td class=l>{html.escape(p['text'])}</td>"
+                f"<td class=l>{html.escape(p['family'])} {html.escape(str(p['select']))}: {html.escape(p['rule'])}</td>"
+                f"<td>{p['result']}</td><td class='l {p['status']}'>{p['status']}</td>"
+                f"<td class=l>{html.escape(p.get('why', '') or ', '.join(_fmt(x) for x in p.get('values', [])))}</td></tr>"
+                for p in v[key])
+            parts.append(f"<h2>{title}</h2><table><tr><th class=l>id</th><th class=l>claim</th><th class=l>rule</th>"
+                         f"<th>result</th><th class=l>status</th><th class=l>values / why VOID</th></tr>{rows}</table>")
+    fams = sorted({f for r in v["runs"] for f in r["families"]})
+    head = "".join(f"<th>{f}<br>label</th><th>final [95% CI]</th><th>peak</th><th>control</th><th>onset</th>"
+                   f"<th>CM cross (lag)</th>" for f in fams)
+    rows = []
+    for r in sorted(v["runs"], key=lambda r: (r["corpus"], r["budget"], r["seed"])):
+        cells = ""
+        for f in fams:
+            x = r["families"].get(f, {})
+            lag = f" ({x['cross_lag']:+d})" if x.get("cross_lag") is not None else ""
+            cells += (f"<td class={x.get('label', '')}>{x.get('label', 'sealed' if r['sealed'] else '–')}</td>"
+                      f"<td>{_fmt(x.get('final'))} {_fmt(x.get('final_ci'))}</td><td>{_fmt(x.get('peak'))}</td>"
+                      f"<td>{'valid' if x.get('control_valid') else ('INVALID' if x else '–')}</td>"
+                      f"<td>{_fmt(x.get('onset'))}</td><td>{_fmt(x.get('cm_cross'))}{lag}</td>")
+        status = "sealed" if r["sealed"] else r["status"]
+        rows.append(f"<tr><td class=l>{r['corpus']}</td><td class=l>{r['budget']}</td><td>{r['seed']}</td>"
+                    f"<td class='l {status}'>{status}</td>{cells}</tr>")
+    parts.append("<h2>Phase table</h2><table><tr><th class=l>corpus</th><th class=l>budget</th><th>seed</th>"
+                 f"<th class=l>status</th>{head}</tr>{''.join(rows)}</table>")
+    law_rows = ""
+    for f, a in v["across"].items():
+        for mode, law in a["support_law"].items():
+            law_rows += (f"<tr><td class=l>{f}</td><td class=l>{mode}</td><td>{_fmt(law['spearman_rho'])}</td>"
+                         f"<td>{law['n']}</td><td>{'yes' if law['separates'] else 'no'}</td><td>{_fmt(law['threshold'])}</td></tr>")
+    if law_rows:
+        parts.append("<h2>Support-frequency law</h2><table><tr><th class=l>family</th><th class=l>ratio</th>"
+                     "<th>Spearman ρ (ratio, final)</th><th>runs</th><th>ratio alone separates survivors</th>"
+                     f"<th>threshold</th></tr>{law_rows}</table>")
+        sp = plot_support(v, out / "support_vs_final.png")
+        if sp:
+            parts.append(_img(sp))
+    parts.append("<h2>Trajectories</h2>")
+    for r in v["runs"]:
+        if r["sealed"]:
+            parts.append(f"<p>{r['run']}: sealed (quarantined seed {r['seed']}; pass --unseal)</p>")
+            continue
+        png = plot_run(dirs[r["run"]], out / f"{r['run']}.png", figures=r["families"])
+        parts.append(f"<h3>{r['run']} <span class={r['status']}>({r['status']})</span></h3>{_img(png)}")
+    page = (f"<!doctype html><html><head><meta charset=utf-8><title>ungrok report</title><style>{_CSS}</style>"
+            f"<script>{_JS}</script></head><body>{''.join(parts)}</body></html>")
+    dest = out / "index.html"
+    tmp = out / ".index.html.tmp"
+    tmp.write_text(page)
+    os.replace(tmp, dest)
+    import json
+
+    from .train import write_json_atomic
+
+    write_json_atomic(out / "verdict.json", json.loads(json.dumps(v, default=str)))
+    return dest

@@ -1,0 +1,199 @@
+"""Verdicts under a locked pre-registration: per run, across runs, and per prediction.
+
+Every entry point takes a :class:`runner.prereg.Locked` (so an unlocked or edited prereg has
+already been refused) and labels each figure ``exploratory`` (data produced before the lock)
+or ``confirmatory`` (after). Quarantined seeds are not read unless ``unseal=True``, which is
+logged beside the prereg.
+
+Per run and family: the classifier figures of :mod:`runner.summary` under the constants in force
+when the run's data was produced, transience = (peak - final) / (peak - chance), and bootstrap
+95% CIs over probe items (2,000 resamples, seeded by the run id) for peak, final and CM final.
+
+Across runs: Spearman rho between support ratio and conflict final, whether the support ratio
+alone separates survivors from the displaced, collapse depth per data-to-parameter budget, and
+each prediction scored PASS / FAIL / VOID. VOID when no run matches, fewer runs than the
+quantifier expects, or any matched run fails a required validity (control, margin instrument):
+never a silent pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from .config import RunConfig
+from .prereg import OPS, Locked, Prediction, log_unseal
+from .store import RunStore
+from .summary import Classifier, _final, family_figures, smooth
+
+N_BOOT = 2000
+
+
+def find_runs(path: str | Path) -> list[Path]:
+    """A run folder, or every run folder directly inside ``path`` (a sweep or runs/ folder)."""
+    path = Path(path)
+    if (path / "store.zarr").exists():
+        return [path]
+    runs = sorted(p for p in path.iterdir() if (p / "store.zarr").exists()) if path.is_dir() else []
+    if not runs:
+        raise ValueError(f"{path} holds no runs (folders with store.zarr); pass a run or a runs folder")
+    return runs
+
+
+def bootstrap_ci(steps, correct: np.ndarray, diff: np.ndarray, k: Classifier, seed: int,
+                 n_boot: int = N_BOOT) -> dict:
+    """95% percentile CIs for peak, final (conflict accuracy) and CM final, resampling items.
+
+    ``correct``/``diff``: (step, item) arrays for the heldout conflict items.
+    """
+    rng = np.random.default_rng(seed)
+    keep = steps >= k.start_step
+    correct, diff = correct[keep].astype(float), diff[keep]
+    n_items = correct.shape[1]
+    counts = rng.multinomial(n_items, np.full(n_items, 1 / n_items), size=n_boot)  # (boot, item)
+    acc = counts @ correct.T / n_items  # (boot, step)
+    cm = counts @ diff.T / n_items
+    peaks = np.array([smooth(a, k.window).max() for a in acc])
+    finals = np.array([_final(a, k)[0] for a in acc])
+    cm_finals = np.array([_final(c, k)[0] for c in cm])
+    q = lambda x: [float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))]  # noqa: E731
+    return {"peak_ci": q(peaks), "final_ci": q(finals), "cm_final_ci": q(cm_finals), "n_boot": n_boot}
+
+
+def run_verdict(run_dir: Path, locked: Locked, unseal: bool = False) -> dict:
+    cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())
+    store = RunStore(run_dir / "store.zarr")
+    produced = store.attrs.get("first_scored_utc")
+    base = {"run": run_dir.name, "corpus": cfg.corpus.name, "budget": cfg.train.budget, "seed": cfg.train.seed,
+            "first_scored_utc": produced, "complete": bool(store.attrs.get("complete"))}
+    if cfg.train.seed in locked.prereg.quarantined_seeds and not unseal:
+        return {**base, "sealed": True, "families": {}}
+    k = locked.classifier_at(produced)
+    out = {**base, "sealed": False, "status": locked.status(produced), "classifier": asdict(k), "families": {}}
+    seed = int(hashlib.sha256(run_dir.name.encode()).hexdigest()[:8], 16)
+    for fam in store.families():
+        steps = store.series(f"{fam}/step")
+        cond, split = store.g[fam]["condition"][:], store.g[fam]["split"][:]
+        m = (cond == "conflict") & (split == "heldout")
+        diff = store.series(f"{fam}/logp_correct")[:, m] - store.series(f"{fam}/logp_distractor")[:, m]
+        f = family_figures(steps, store.series(f"{fam}/acc_conflict_heldout"),
+                           store.series(f"{fam}/acc_agree_heldout"), store.series(f"{fam}/cm"), k)
+        if "peak" in f:
+            chance = 0.5
+            f["transience"] = (f["peak"] - f["final"]) / (f["peak"] - chance) if f["peak"] > chance else None
+            f.update(bootstrap_ci(steps, diff > 0, diff, k, seed))
+        out["families"][fam] = f
+    return out
+
+
+def support_ratio(run_dir: Path, family: str) -> dict | None:
+    """Pooled support ratios (over cue classes) of the corpus a run trained on, cached per corpus."""
+    meta = json.loads((run_dir / "run.json").read_text())
+    cdir = Path(meta["corpus_path"])
+    cache = cdir / "support.json"
+    if cache.exists():
+        fams = json.loads(cache.read_text())["families"]
+    elif cdir.exists():
+        from .corpora import load_corpus
+        from .support import count_support
+        from .train import write_json_atomic
+
+        c = load_corpus(cdir)
+        cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())
+        fams = count_support(c.rows, c.tokenizer, cfg.probes.families, pad_id=c.pad_id)
+        write_json_atomic(cache, {"corpus": str(cdir), "k": 16, "families": fams})
+    else:
+        return None
+    if family not in fams:
+        return None
+    out = {}
+    for mode in next(iter(fams[family].values())):
+        rule = sum(v[mode]["rule"] for v in fams[family].values())
+        prior = sum(v[mode]["prior"] for v in fams[family].values())
+        out[mode] = (rule + 1) / (prior + 1)
+    return out
+
+
+def _select(run: dict, sel: dict) -> bool:
+    return all(str(run.get(key)) == str(val) for key, val in sel.items())
+
+
+def score_prediction(pred: Prediction, runs: list[dict]) -> dict:
+    matched = [r for r in runs if not r.get("sealed") and _select(r, pred.select) and pred.family in r["families"]]
+    res = {"id": pred.id, "text": pred.text, "family": pred.family, "select": pred.select,
+           "rule": f"{pred.quantity} {pred.op} {pred.value} in {pred.seeds} seeds", "runs": [r["run"] for r in matched]}
+    if not matched:
+        return {**res, "result": "VOID", "why": "no run matches the selector", "status": "exploratory"}
+    need, expect = pred.needed(len(matched))
+    status = "confirmatory" if all(r["status"] == "confirmatory" for r in matched) else "exploratory"
+    if len(matched) < expect:
+        return {**res, "result": "VOID", "why": f"{len(matched)} runs, the quantifier expects {expect}", "status": status}
+    invalid = [f"{r['run']}: {req}" for r in matched for req in pred.requires if not r["families"][pred.family].get(req)]
+    if invalid:
+        return {**res, "result": "VOID", "why": "invalid instrument/control: " + "; ".join(invalid), "status": status}
+    values = [r["families"][pred.family].get(pred.quantity) for r in matched]
+    ok = [v is not None and OPS[pred.op](v, pred.value) for v in values]
+    return {**res, "values": values, "successes": int(sum(ok)), "needed": need,
+            "result": "PASS" if sum(ok) >= need else "FAIL", "status": status}
+
+
+def _spearman(x, y) -> float | None:
+    from scipy.stats import spearmanr
+
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    return float(spearmanr(x, y).statistic)
+
+
+def across_runs(runs: list[dict], run_dirs: dict[str, Path]) -> dict:
+    out: dict = {}
+    fams = sorted({f for r in runs for f in r["families"]})
+    for fam in fams:
+        rows = []
+        for r in runs:
+            f = r["families"].get(fam)
+            if not f or "final" not in f:
+                continue
+            ratio = support_ratio(run_dirs[r["run"]], fam) or {}
+            rows.append({"run": r["run"], "corpus": r["corpus"], "budget": r["budget"], "seed": r["seed"],
+                         "label": f["label"], "final": f["final"], "peak": f["peak"],
+                         "support_ratio": ratio.get("windowed"), "contested_ratio": ratio.get("contested")})
+        law = {}
+        for key in ("support_ratio", "contested_ratio"):
+            pts = [(r[key], r["final"]) for r in rows if r[key] is not None]
+            if pts:
+                xs, ys = zip(*pts)
+                surv = [r[key] for r in rows if r["label"] == "recovered" and r[key] is not None]
+                disp = [r[key] for r in rows if r["label"] == "displaced" and r[key] is not None]
+                sep = bool(surv and disp and min(surv) > max(disp))
+                law[key] = {"spearman_rho": _spearman(xs, ys), "n": len(pts), "separates": sep,
+                            "threshold": (min(surv) + max(disp)) / 2 if sep else None}
+        depth = {}
+        for b in sorted({r["budget"] for r in rows}):
+            em = [r for r in rows if r["budget"] == b]
+            depth[b] = {"n": len(em), "mean_final": float(np.mean([r["final"] for r in em])),
+                        "mean_depth": float(np.mean([r["peak"] - r["final"] for r in em]))}
+        out[fam] = {"runs": rows, "support_law": law, "budget_effect": depth}
+    return out
+
+
+def verdict(path: str | Path, locked: Locked, unseal: bool = False) -> dict:
+    """The whole verdict for a run or a folder of runs."""
+    dirs = find_runs(path)
+    if unseal:
+        log_unseal(locked.path, [d.name for d in dirs])
+    runs = [run_verdict(d, locked, unseal) for d in dirs]
+    by_name = {d.name: d for d in dirs}
+    return {
+        "prereg": {"path": locked.path, "sha256": locked.record["sha256"], "locked_utc": locked.locked_utc,
+                   "git_commit": locked.record.get("git_commit"), "amendments": locked.record["amendments"]},
+        "unsealed": unseal,
+        "runs": runs,
+        "across": across_runs([r for r in runs if not r["sealed"]], by_name),
+        "predictions": [score_prediction(p, runs) for p in locked.prereg.predictions],
+        "falsifiers": [score_prediction(p, runs) for p in locked.prereg.falsifiers],
+    }
