@@ -49,7 +49,7 @@ class RunStore:
         for name in ("step", "loss", "lr"):
             dt = "i8" if name == "step" else "f4"
             tg.create_array(name, shape=(0,), chunks=(1024,), dtype=dt, dimension_names=["step"], overwrite=True)
-        fams = sorted({it.family for it in items})
+        fams = list(dict.fromkeys(it.family for it in items))  # battery order
         for fam in fams:
             fi = [it for it in items if it.family == fam]
             fg = self.g.require_group(fam)
