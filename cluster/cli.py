@@ -151,8 +151,10 @@ def show(
     from runner.report import figures_table, plot_run, trajectory_table
     from runner.summary import write_summary
 
-    if not (run / "store.zarr").exists():
-        raise UserError(f"{run} is not a run folder (no store.zarr); pass runs/<run-id>")
+    from runner.store import is_run_dir
+
+    if not is_run_dir(run):
+        raise UserError(f"{run} is not a run folder (no run.json); pass runs/<run-id>")
     summary = write_summary(run)
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -275,6 +277,68 @@ def report(
     except ValueError as e:
         raise UserError(str(e)) from None
     console.print(f"report: {page}")
+
+
+@app.command()
+def sweep(
+    spec: Path = typer.Argument(..., help="grid spec TOML (axes corpora, budgets, seeds, doses)"),
+    out: Optional[Path] = typer.Option(None, help="sweep folder (default runs/sweeps/<spec name>)"),
+    address: Optional[str] = typer.Option(None, help="an existing Ray cluster (e.g. auto, 10.0.0.5:6379); default: local Ray in-process"),
+    num_cpus: Optional[int] = typer.Option(None, help="CPUs for the local Ray (default: all)"),
+    node_ip_address: Optional[str] = typer.Option(None, help="this node's address for Ray (default 127.0.0.1 when local)"),
+    dashboard: bool = typer.Option(False, help="start Ray's dashboard on 127.0.0.1 (local Ray only)"),
+    progress: bool = typer.Option(True, help="live table of cells"),
+) -> None:
+    """Run the grid on Ray; rerunning skips finished cells and resumes unfinished ones."""
+    from runner.grid import GridError, load_grid
+    from cluster.sweep import run_sweep
+
+    try:
+        g = load_grid(spec)
+    except GridError as e:
+        raise UserError(str(e)) from None
+    out = out or Path("runs/sweeps") / g.name
+    try:
+        res = run_sweep(spec, out, address=address, num_cpus=num_cpus, progress=progress, dashboard=dashboard,
+                        node_ip=node_ip_address)
+    except GridError as e:
+        raise UserError(str(e)) from None
+    console.print(f"sweep {res['sweep']}: {res['cells']} cells, ran {res['ran']}, skipped {res['skipped']}, "
+                  f"failed {len(res['failed'])}; wall {res['wall_seconds']} s, sum of runs {res['sum_run_seconds']} s, "
+                  f"efficiency {res['efficiency']}")
+    if res["failed"]:
+        Console(stderr=True).print(f"[red]failed cells[/]: {', '.join(res['failed'])} (tracebacks in {out}/manifest.json)")
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(sweep_dir: Path = typer.Argument(..., help="a sweep folder")) -> None:
+    """Cell, state, step and label so far; works while the sweep runs and after."""
+    from cluster.sweep import status_table
+
+    if not (sweep_dir / "grid.toml").exists():
+        raise UserError(f"{sweep_dir} is not a sweep folder (no grid.toml)")
+    console.print(status_table(sweep_dir))
+
+
+@app.command()
+def submit(
+    spec: Path = typer.Argument(..., help="grid spec TOML"),
+    address: str = typer.Option(..., help="the Jobs API, e.g. http://HEAD:8265"),
+    out: Path = typer.Option(..., help="sweep folder on the cluster's shared filesystem"),
+    follow: bool = typer.Option(True, help="print the job's logs until it ends"),
+) -> None:
+    """Submit the sweep as a Ray job; prints the job id (and follows its logs)."""
+    from runner.grid import GridError
+    from cluster.sweep import submit as do_submit
+
+    try:
+        job_id, st = do_submit(spec, address, out, follow=follow, log=console.print)
+    except GridError as e:
+        raise UserError(str(e)) from None
+    console.print(f"job {job_id}: {st}")
+    if st not in ("SUCCEEDED", "SUBMITTED"):
+        raise typer.Exit(1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -171,6 +171,15 @@ class RunConfig(_Frozen):
     train: TrainConfig = TrainConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     probes: ProbeConfig = ProbeConfig()
+    dose: str = Field("none", description="'none' or '<intervention>:<level>' (interventions register in runner.grid.DOSES)")
+
+    @field_validator("dose")
+    @classmethod
+    def _dose(cls, v: str) -> str:
+        from .grid import parse_dose
+
+        parse_dose(v)
+        return v
 
     @model_validator(mode="after")
     def _ctx_fits(self) -> "RunConfig":
@@ -192,10 +201,17 @@ class RunConfig(_Frozen):
     def run_id(self) -> str:
         """``<corpus>-<budget>-s<seed>-<hash>``: readable, and unique to the resolved config."""
         label = "hf" if self.corpus.is_hf else self.corpus.name
-        return f"{label}-{self.train.budget}-s{self.train.seed}-{config_hash(self)[:10]}"
+        dose = "" if self.dose == "none" else "-" + self.dose.replace(":", "")
+        return f"{label}-{self.train.budget}{dose}-s{self.train.seed}-{config_hash(self)[:10]}"
 
 
 def config_hash(cfg: BaseModel) -> str:
-    """sha256 of the config's canonical JSON (sorted keys, every default resolved)."""
-    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """sha256 of the config's canonical JSON (sorted keys, every default resolved).
+
+    A RunConfig's ``dose`` enters only when it is not ``none``, so ids of runs made before the
+    dose axis existed are unchanged."""
+    data = cfg.model_dump(mode="json")
+    if isinstance(cfg, RunConfig) and data.get("dose") == "none":
+        data.pop("dose")
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()

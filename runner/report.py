@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import RunStore
+from .store import open_run_store
 from .summary import write_summary
 
 
@@ -22,7 +22,7 @@ def plot_run(run_dir: str | Path, path: str | Path | None = None, figures: dict 
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    store = RunStore(run_dir / "store.zarr")
+    store = open_run_store(run_dir)
     figures = figures if figures is not None else write_summary(run_dir)["families"]
     fams = store.families()
     fig, axes = plt.subplots(2, len(fams), figsize=(6.2 * len(fams), 6.4), squeeze=False, sharex="col",
@@ -68,7 +68,7 @@ def trajectory_table(run_dir: str | Path, every: int = 1):
     """A rich Table: step, loss, and per family conflict/agree accuracy and CM."""
     from rich.table import Table
 
-    store = RunStore(Path(run_dir) / "store.zarr")
+    store = open_run_store(run_dir)
     fams = store.families()
     t = Table(title=str(store.attrs.get("run_id")))
     t.add_column("step", justify="right")

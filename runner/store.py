@@ -33,6 +33,40 @@ def _utcnow() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
 
 
+def store_location(run_dir: str | Path) -> tuple[Path, str]:
+    """Where a run's group lives: ``run.json``'s ``store`` entry (a sweep's shared store), else
+    ``<run_dir>/store.zarr`` at its root."""
+    import json
+
+    run_dir = Path(run_dir)
+    meta = run_dir / "run.json"
+    if meta.exists():
+        loc = json.loads(meta.read_text()).get("store")
+        if loc:
+            return (run_dir / loc["path"]).resolve(), loc["group"]
+    return run_dir / "store.zarr", ""
+
+
+def is_run_dir(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / "run.json").exists() and (path / "config.json").exists()
+
+
+def open_run_store(run_dir: str | Path) -> "RunStore":
+    path, group = store_location(run_dir)
+    if not (path / group / "zarr.json").exists():
+        raise FileNotFoundError(f"{run_dir}: no scores yet (expected a zarr group at {path}/{group})")
+    return RunStore(path, group)
+
+
+def group_complete(path: Path, group: str = "") -> bool:
+    """True when the group exists and carries ``complete``; opens read-only (safe on any rank)."""
+    if not (path / group / "zarr.json").exists():
+        return False
+    g = zarr.open_group(str(path), mode="r", use_consolidated=False)
+    return bool((g[group] if group else g).attrs.get("complete"))
+
+
 class RunStore:
     def __init__(self, path: str | Path, group: str = "") -> None:
         self.path = Path(path)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import RunStore
+from .store import RunStore, open_run_store
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def run_figures(store: RunStore, k: Classifier = Classifier()) -> dict:
 
 def write_summary(run_dir: str | Path, k: Classifier = Classifier()) -> dict:
     run_dir = Path(run_dir)
-    store = RunStore(run_dir / "store.zarr")
+    store = open_run_store(run_dir)
     summary = {
         "run_id": store.attrs.get("run_id"),
         "complete": bool(store.attrs.get("complete")),

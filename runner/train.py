@@ -35,7 +35,7 @@ from .dist import device, ensure_process_group
 from .model import build_model, n_params, save_weights, weights_path
 from .rules import RULES
 from .scoring import aggregate, continuation_logprobs, encode_battery
-from .store import RunStore
+from .store import RunStore, group_complete
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -79,9 +79,12 @@ def _lr_lambda(warmup: int):
 
 
 def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at: int | None = None,
-              log=print) -> Path:
+              log=print, corpora_dir: str | Path | None = None, store_root: str | Path | None = None) -> Path:
     """Train (or resume, or skip if complete) the run ``cfg`` under ``out``; returns its folder.
 
+    ``corpora_dir``: where corpora are built/reused (default ``<out>/corpora``).
+    ``store_root``: a shared zarr store (a sweep's); the run writes only its group
+    ``runs/<run_id>`` there. Default: ``<run_dir>/store.zarr``.
     ``stop_at``: return after the checkpoint at that step (used by tests to simulate a kill).
     """
     import deepspeed
@@ -90,7 +93,7 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at
     out = Path(out)
     run_dir = prepare_run(cfg, out)
     items = battery_for(cfg)
-    corpus = load_corpus(build_corpus(cfg.corpus, out / "corpora"))
+    corpus = load_corpus(build_corpus(cfg.corpus, Path(corpora_dir) if corpora_dir else out / "corpora"))
     tok = corpus.tokenizer
     d_vocab = tok.get_vocab_size()
     model = build_model(cfg.model, d_vocab, cfg.train.seed)
@@ -101,7 +104,10 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at
     if cfg.train.batch_size % world:
         raise ValueError(f"train.batch_size {cfg.train.batch_size} must be divisible by the world size {world}")
     micro = cfg.train.batch_size // world
-    store_path = run_dir / "store.zarr"
+    if store_root is not None:
+        store_path, group = Path(store_root).resolve(), f"runs/{cfg.run_id}"
+    else:
+        store_path, group = run_dir / "store.zarr", ""
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not (run_dir / "config.json").exists():
@@ -111,12 +117,14 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at
             "corpus_path": str(corpus.path), "corpus_sha256": corpus.manifest["sha256"],
             "unique_rows": plan.unique_rows, "tokens_per_step": cfg.train.batch_size * corpus.manifest["row_tokens"],
             "world_size": world,
+            "store": {"path": os.path.relpath(store_path, run_dir.resolve() if store_root else run_dir),
+                      "group": group},
         })
         shutil.copy(corpus.path / "tokenizer.json", run_dir / "tokenizer.json")
-    if _is_complete(store_path):  # every rank decides the same way
+    if group_complete(store_path, group):  # read-only: every rank decides the same way
         log(f"{cfg.run_id}: already complete, skipping")
         return run_dir
-    store = RunStore(store_path) if rank == 0 else None
+    store = RunStore(store_path, group) if rank == 0 else None
 
     dev = device()
     model.to(dev)
@@ -189,14 +197,6 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at
 
         write_summary(run_dir)
     return run_dir
-
-
-def _is_complete(store_path: Path) -> bool:
-    import zarr
-
-    if not (store_path / "zarr.json").exists():
-        return False
-    return bool(zarr.open_group(str(store_path), mode="r", use_consolidated=False).attrs.get("complete"))
 
 
 def _save_resume(engine, ckpt_dir: Path, step: int, keep: int, rank: int) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 
 from .config import RunConfig
 from .prereg import OPS, Locked, Prediction, log_unseal
-from .store import RunStore
+from .store import is_run_dir, open_run_store
 from .summary import Classifier, _final, family_figures, smooth
 
 N_BOOT = 2000
@@ -36,11 +36,13 @@ N_BOOT = 2000
 def find_runs(path: str | Path) -> list[Path]:
     """A run folder, or every run folder directly inside ``path`` (a sweep or runs/ folder)."""
     path = Path(path)
-    if (path / "store.zarr").exists():
+    if is_run_dir(path):
         return [path]
-    runs = sorted(p for p in path.iterdir() if (p / "store.zarr").exists()) if path.is_dir() else []
+    if (path / "runs").is_dir():  # a sweep folder
+        path = path / "runs"
+    runs = sorted(p for p in path.iterdir() if is_run_dir(p)) if path.is_dir() else []
     if not runs:
-        raise ValueError(f"{path} holds no runs (folders with store.zarr); pass a run or a runs folder")
+        raise ValueError(f"{path} holds no runs (folders with run.json); pass a run, a runs folder or a sweep")
     return runs
 
 
@@ -66,7 +68,7 @@ def bootstrap_ci(steps, correct: np.ndarray, diff: np.ndarray, k: Classifier, se
 
 def run_verdict(run_dir: Path, locked: Locked, unseal: bool = False) -> dict:
     cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())
-    store = RunStore(run_dir / "store.zarr")
+    store = open_run_store(run_dir)
     produced = store.attrs.get("first_scored_utc")
     base = {"run": run_dir.name, "corpus": cfg.corpus.name, "budget": cfg.train.budget, "seed": cfg.train.seed,
             "first_scored_utc": produced, "complete": bool(store.attrs.get("complete"))}

@@ -1,0 +1,179 @@
+"""Grid specs: corpora x budgets x seeds x doses, expanded deterministically into run configs.
+
+A spec file (TOML)::
+
+    name = "demo"
+    [axes]
+    corpora = ["web", "stories"]          # corpus names (or tables: {name = "synthetic", support = 0.3})
+    budgets = ["packed", "dn5", "dn15"]
+    seeds = [42, 43, 44]
+    doses = ["none"]                      # "<intervention>:<level>"; interventions register in DOSES
+    [model]  / [optim] / [train] / [schedule] / [probes] / [corpus]   # RunConfig sections, shared by all cells
+    [resources]
+    num_cpus = 1                          # per run
+    num_gpus = 0                          # > 1: multi-GPU DeepSpeed through Ray Train
+    custom = { }                          # Ray custom resources per run
+
+Expansion order is fixed (corpus, budget, dose, seed) and each cell's id is its RunConfig's hash.
+Everything is validated on construction, before any job starts.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .config import RunConfig, TrainConfig
+from .registry import Registry
+
+# Interventions (a later layer) register here by name; "none" is the identity.
+DOSES: Registry[Any] = Registry("intervention")
+DOSES.register("none", None)
+
+
+class GridError(ValueError):
+    """A grid spec is invalid; the message names the field."""
+
+
+def parse_dose(dose: str) -> tuple[str, float | None]:
+    if dose == "none":
+        return "none", None
+    name, sep, level = dose.partition(":")
+    if not sep:
+        raise ValueError(f"dose {dose!r}: write '<intervention>:<level>' (e.g. kill:0.437) or 'none'")
+    if name not in DOSES:
+        raise ValueError(f"dose {dose!r}: unknown intervention {name!r}; registered: {DOSES.names()}")
+    try:
+        return name, float(level)
+    except ValueError:
+        raise ValueError(f"dose {dose!r}: level {level!r} is not a number") from None
+
+
+class Axes(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    corpora: list[str | dict[str, Any]] = Field(min_length=1)
+    budgets: list[str] = Field(default_factory=lambda: ["packed"], min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    doses: list[str] = Field(default_factory=lambda: ["none"], min_length=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        dup = sorted({s for s in v if v.count(s) > 1})
+        if dup:
+            raise ValueError(f"duplicate seeds {dup}; list each seed once")
+        return v
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, v: list[str]) -> list[str]:
+        for b in v:
+            TrainConfig(budget=b)
+        if len(set(v)) != len(v):
+            raise ValueError("duplicate budgets")
+        return v
+
+    @field_validator("doses")
+    @classmethod
+    def _doses(cls, v: list[str]) -> list[str]:
+        for d in v:
+            parse_dose(d)
+        if len(set(v)) != len(v):
+            raise ValueError("duplicate doses")
+        return v
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    num_cpus: float = Field(1, gt=0)
+    num_gpus: float = Field(0, ge=0)
+    custom: dict[str, float] = Field(default_factory=dict)
+    max_retries: int = Field(3, ge=0, description="Ray task retries on worker death")
+
+
+class GridSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "sweep"
+    axes: Axes
+    corpus: dict[str, Any] = Field(default_factory=dict, description="corpus fields shared by every cell")
+    model: dict[str, Any] = Field(default_factory=dict)
+    optim: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+    schedule: dict[str, Any] = Field(default_factory=dict)
+    probes: dict[str, Any] = Field(default_factory=dict)
+    resources: Resources = Resources()
+
+    @model_validator(mode="after")
+    def _cells_valid(self) -> "GridSpec":
+        if "seed" in self.train or "budget" in self.train:
+            raise ValueError("train.seed / train.budget are grid axes; set them under [axes]")
+        self.cells()  # every cell must make a valid RunConfig
+        return self
+
+    def cells(self) -> list["Cell"]:
+        out = []
+        for c in self.axes.corpora:
+            corpus = {**self.corpus, **({"name": c} if isinstance(c, str) else c)}
+            for b in self.axes.budgets:
+                for d in self.axes.doses:
+                    for s in self.axes.seeds:
+                        try:
+                            cfg = RunConfig(corpus=corpus, model=self.model, optim=self.optim,
+                                            train={**self.train, "budget": b, "seed": s}, schedule=self.schedule,
+                                            probes=self.probes, dose=d)
+                        except ValidationError as e:
+                            err = e.errors()[0]
+                            loc = ".".join(str(x) for x in err["loc"])
+                            raise ValueError(f"cell corpus={corpus.get('name')} budget={b} dose={d} seed={s}: "
+                                             f"{loc}: {err['msg'].removeprefix('Value error, ')}") from None
+                        out.append(Cell(corpus=corpus["name"], budget=b, dose=d, seed=s, config=cfg))
+        return out
+
+
+class Cell(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    corpus: str
+    budget: str
+    dose: str
+    seed: int
+    config: RunConfig
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id
+
+    @property
+    def label(self) -> str:
+        return f"{self.corpus}/{self.budget}/{self.dose}/s{self.seed}"
+
+
+def load_grid(path: str | Path) -> GridSpec:
+    """Read and validate a spec file; errors name the field (``axes.seeds: duplicate seeds [1]``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GridError(f"grid spec {str(path)!r} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise GridError(f"{path}: not valid TOML ({e})") from None
+    try:
+        return GridSpec(**data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown field; allowed here: {_allowed(err['loc'])}"
+        raise GridError(f"{path}: {loc}: {msg}") from None
+
+
+def _allowed(loc) -> str:
+    model = {"axes": Axes, "resources": Resources}.get(str(loc[0]) if len(loc) > 1 else "", GridSpec)
+    return ", ".join(model.model_fields)
