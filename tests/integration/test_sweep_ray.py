@@ -190,7 +190,6 @@ def _stop_cluster(temp: Path):
 
 def test_worker_sigkill_is_retried_and_equals_uninterrupted(tmp_path):
     g = spec(tmp_path, seeds=(5,), steps=300)
-    cell = Sweep.__new__(Sweep)
     from runner.grid import load_grid
 
     cfg = load_grid(g).cells()[0].config
@@ -228,7 +227,11 @@ def test_driver_kill_then_rerun_redoes_no_finished_cell(tmp_path):
 
     cells = load_grid(g).cells()
     deadline = time.time() + 400
-    while not Sweep(sw_dir).is_complete(cells[0].run_id) if (sw_dir / "grid.toml").exists() else True:
+
+    def first_done():
+        return (sw_dir / "grid.toml").exists() and Sweep(sw_dir).is_complete(cells[0].run_id)
+
+    while not first_done():
         assert p.poll() is None
         assert time.time() < deadline
         time.sleep(0.1)
