@@ -63,7 +63,19 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard:
     if node_ip is None and _is_loopback(address):
         node_ip = "127.0.0.1"
     kw = {"_node_ip_address": node_ip} if node_ip else {}
+    _present_token()
     return ray.init(address=address, log_to_driver=False, **kw)
+
+
+def _present_token() -> None:
+    """Keep token authentication on when connecting to an existing cluster: Ray 2.60 enables it
+    for a driver only when RAY_AUTH_MODE says so, so with the mode unset and a token on this
+    machine (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN) we say so."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.exists():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def check_resources(spec: GridSpec) -> None:
@@ -331,6 +343,7 @@ def submit(spec_file: str | Path, address: str, out: str | Path, follow: bool = 
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     load_grid(spec_file)  # refuse a bad spec before anything is submitted
+    _present_token()
     client = JobSubmissionClient(address)
     wd = Path(tempfile.mkdtemp(prefix="ungrok-job-"))
     shutil.copy(spec_file, wd / "grid.toml")

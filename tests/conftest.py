@@ -11,6 +11,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Keep every Ray process of the tests on loopback: with this, Ray stops rewriting 127.0.0.1 to the
+# machine's other interface (services.get_node_ip_address), for `ray start` and drivers alike.
+# Inherited by the subprocesses the tests start.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from runner.config import RunConfig  # noqa: E402
 

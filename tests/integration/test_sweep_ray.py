@@ -115,7 +115,9 @@ def test_multi_node_cells_land_on_both_workers(tmp_path):
     a = cluster.add_node(num_cpus=1, resources={"slot": 1, "node_a": 1}, node_ip_address="127.0.0.1")
     b = cluster.add_node(num_cpus=1, resources={"slot": 1, "node_b": 1}, node_ip_address="127.0.0.1")
     try:
-        ray.init(address=cluster.address, _node_ip_address="127.0.0.1", log_to_driver=False)
+        from cluster.sweep import init_ray
+
+        init_ray(address=cluster.address)
         g = spec(tmp_path, seeds=(1, 2), steps=60, extra="custom = { slot = 1 }")
         res = run_sweep(g, tmp_path / "sw", progress=False)
         assert res["ran"] == 2 and not res["failed"]
@@ -142,13 +144,14 @@ def _env():
 
 
 def test_ray_start_head_sweep_address_and_jobs_submit(tmp_path):
-    """A real `ray start --head` on 127.0.0.1 (token auth as Ray defaults it), `ungrok sweep
-    --address` against it, and `ungrok submit` through the Jobs API."""
+    """A real `ray start --head` on 127.0.0.1, `ungrok sweep --address` against it, and `ungrok
+    submit` through the Jobs API.
+
+    Token authentication stays on, as Ray defaults it; everything stays on loopback."""
     port, dport = _free_port(), _free_port()
-    temp = Path(f"/tmp/ungrok-ray-{port}")
     head = ["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dport}", "--include-dashboard=true",
-            f"--temp-dir={temp}", "--disable-usage-stats"]
+            "--disable-usage-stats"]
     subprocess.run(head, check=True, env=_env(), capture_output=True, timeout=180)
     try:
         g = spec(tmp_path, seeds=(1,))
@@ -166,11 +169,13 @@ def test_ray_start_head_sweep_address_and_jobs_submit(tmp_path):
         sw2 = Sweep(tmp_path / "sw2")
         assert sw2.is_complete(sw2.cells[0].run_id)
     finally:
-        _stop_cluster(temp)
+        _stop_cluster(port)
 
 
-def _stop_cluster(temp: Path):
-    """Stop only the cluster this test started: every process whose command line names its temp dir."""
+def _stop_cluster(port: int):
+    """Stop only the cluster this test started (never `ray stop`, which kills every Ray on the
+    machine): every process whose command line names its GCS port."""
+    marks = (f"127.0.0.1:{port}", f"gcs_server_port={port}", f"--port={port}")
     mine = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -179,7 +184,7 @@ def _stop_cluster(temp: Path):
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="ignore")
         except OSError:
             continue
-        if str(temp) in cmd and int(pid) != os.getpid():
+        if any(m in cmd for m in marks) and int(pid) != os.getpid():
             mine.append(int(pid))
     for pid in mine:
         try:
