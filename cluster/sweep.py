@@ -57,7 +57,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard:
 
     node_ip = node_ip or os.environ.get("UNGROK_NODE_IP")
     if address is None:
-        return ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
+        # address="local": always a new in-process Ray, never a `ray start` cluster found on the machine
+        return ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
                         _node_ip_address=node_ip or "127.0.0.1", log_to_driver=False,
                         object_store_memory=256 * 1024**2)
     if node_ip is None and _is_loopback(address):
