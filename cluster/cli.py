@@ -28,10 +28,9 @@ class UserError(Exception):
 
 
 def _validation_message(e: ValidationError, prefix: str = "") -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
-    msg = err["msg"].removeprefix("Value error, ")
-    return f"{prefix}{loc}: {msg}" if loc else f"{prefix}{msg}"
+    from runner.config import field_error
+
+    return prefix + field_error(e)
 
 
 def _corpus_config(preset: str, seed: int, n_stories: Optional[int], support: Optional[float],

@@ -205,6 +205,37 @@ class RunConfig(_Frozen):
         return f"{label}-{self.train.budget}{dose}-s{self.train.seed}-{config_hash(self)[:10]}"
 
 
+def field_error(e: "ValidationError", hint=None) -> str:
+    """``loc.of.field: message`` for a pydantic error (the first one); ``hint(loc)`` may replace
+    the message of an unknown-field error with what is allowed there."""
+    err = e.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden" and hint is not None:
+        msg = f"unknown field; allowed here: {hint(err['loc'])}"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def load_toml_model(path, model: type[BaseModel], error: type[Exception], what: str, hint=None):
+    """Read a TOML file into ``model``; every failure is one ``error`` naming the file and field."""
+    import tomllib
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {str(path)!r} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise error(f"{path}: not valid TOML ({e})") from None
+    try:
+        return model(**data)
+    except ValidationError as e:
+        raise error(f"{path}: {field_error(e, hint)}") from None
+
+
 def config_hash(cfg: BaseModel) -> str:
     """sha256 of the config's canonical JSON (sorted keys, every default resolved).
 

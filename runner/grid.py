@@ -20,13 +20,12 @@ Everything is validated on construction, before any job starts.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .config import RunConfig, TrainConfig
+from .config import RunConfig, TrainConfig, field_error, load_toml_model
 from .registry import Registry
 
 # Interventions (a later layer) register here by name; "none" is the identity.
@@ -128,10 +127,8 @@ class GridSpec(BaseModel):
                                             train={**self.train, "budget": b, "seed": s}, schedule=self.schedule,
                                             probes=self.probes, dose=d)
                         except ValidationError as e:
-                            err = e.errors()[0]
-                            loc = ".".join(str(x) for x in err["loc"])
                             raise ValueError(f"cell corpus={corpus.get('name')} budget={b} dose={d} seed={s}: "
-                                             f"{loc}: {err['msg'].removeprefix('Value error, ')}") from None
+                                             f"{field_error(e)}") from None
                         out.append(Cell(corpus=corpus["name"], budget=b, dose=d, seed=s, config=cfg))
         return out
 
@@ -156,22 +153,7 @@ class Cell(BaseModel):
 
 def load_grid(path: str | Path) -> GridSpec:
     """Read and validate a spec file; errors name the field (``axes.seeds: duplicate seeds [1]``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise GridError(f"grid spec {str(path)!r} does not exist")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise GridError(f"{path}: not valid TOML ({e})") from None
-    try:
-        return GridSpec(**data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = f"unknown field; allowed here: {_allowed(err['loc'])}"
-        raise GridError(f"{path}: {loc}: {msg}") from None
+    return load_toml_model(path, GridSpec, GridError, "grid spec", hint=_allowed)
 
 
 def _allowed(loc) -> str:

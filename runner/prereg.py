@@ -32,14 +32,14 @@ import hashlib
 import json
 import os
 import subprocess
-import tomllib
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import __version__
+from .config import load_toml_model
 from .summary import Classifier
 
 OPS = {"<=": lambda a, b: a <= b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b,
@@ -125,19 +125,7 @@ def sha256_text(text: str) -> str:
 
 
 def parse(path: str | Path) -> Prereg:
-    path = Path(path)
-    if not path.is_file():
-        raise PreregError(f"prereg file {str(path)!r} does not exist")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise PreregError(f"{path}: not valid TOML ({e})") from None
-    try:
-        return Prereg(**data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise PreregError(f"{path}: {loc}: {err['msg'].removeprefix('Value error, ')}") from None
+    return load_toml_model(path, Prereg, PreregError, "prereg file")
 
 
 def lock_path(path: str | Path) -> Path:
