@@ -208,6 +208,7 @@ def run_sweep(spec_file: str | Path, sweep_dir: str | Path, *, address: str | No
     t_wall = time.time()
     try:
         check_resources(sw.spec)
+        cluster_cpus = float(ray.cluster_resources().get("CPU", 1))
         r = sw.spec.resources
         states: dict[str, dict] = {}
         todo = []
@@ -260,7 +261,7 @@ def run_sweep(spec_file: str | Path, sweep_dir: str | Path, *, address: str | No
     wall = time.time() - t_wall
     ran = [s for s in states.values() if s.get("seconds") is not None]
     busy = sum(s["seconds"] for s in ran)
-    workers = (num_cpus or os.cpu_count() or 1) / max(r.num_cpus, 1e-9)
+    workers = max(1.0, cluster_cpus // r.num_cpus)  # cells that fit at once
     return {
         "sweep": str(sw.dir), "cells": len(sw.cells), "ran": len(ran),
         "skipped": sum(1 for s in states.values() if s.get("skipped")),
