@@ -160,7 +160,7 @@ def show(
         return
     console.print(trajectory_table(run, every=every))
     console.print(figures_table(summary))
-    console.print(f"plot: {plot_run(run)}")
+    console.print(f"plot: {plot_run(run, figures=summary['families'])}")
 
 
 def _locked(prereg: Optional[Path]):

@@ -294,8 +294,8 @@ def sweep_status(sweep_dir: str | Path) -> list[dict]:
                 row["label"] = f.get("label")
                 if st.attrs.get("complete"):
                     row["state"] = "complete"
-                elif row["state"] not in ("failed",):
-                    row["state"] = "running" if row["state"] == "submitted" else row["state"]
+                elif row["state"] in ("submitted", "pending"):
+                    row["state"] = "running"  # has data but is not complete (or a driver died)
         rows.append(row)
     return rows
 
