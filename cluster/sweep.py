@@ -255,9 +255,13 @@ def run_sweep(spec_file: str | Path, sweep_dir: str | Path, *, address: str | No
     finally:
         if started_here:
             ray.shutdown()
+    import warnings
+
     import zarr
 
-    zarr.consolidate_metadata(str(sw.store_path))  # every writer has finished
+    with warnings.catch_warnings():  # "consolidated metadata is not part of the v3 spec": known
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(sw.store_path))  # every writer has finished
     wall = time.time() - t_wall
     ran = [s for s in states.values() if s.get("seconds") is not None]
     busy = sum(s["seconds"] for s in ran)
