@@ -125,7 +125,8 @@ def _select(run: dict, sel: dict) -> bool:
 
 
 def score_prediction(pred: Prediction, runs: list[dict]) -> dict:
-    matched = [r for r in runs if not r.get("sealed") and _select(r, pred.select) and pred.family in r["families"]]
+    candidates = [r for r in runs if not r.get("sealed") and _select(r, pred.select) and pred.family in r["families"]]
+    matched = [r for r in candidates if r.get("complete")]  # runs still training are not scored
     res = {"id": pred.id, "text": pred.text, "family": pred.family, "select": pred.select,
            "rule": f"{pred.quantity} {pred.op} {pred.value} in {pred.seeds} seeds", "runs": [r["run"] for r in matched]}
     if not matched:
@@ -133,7 +134,10 @@ def score_prediction(pred: Prediction, runs: list[dict]) -> dict:
     need, expect = pred.needed(len(matched))
     status = "confirmatory" if all(r["status"] == "confirmatory" for r in matched) else "exploratory"
     if len(matched) < expect:
-        return {**res, "result": "VOID", "why": f"{len(matched)} runs, the quantifier expects {expect}", "status": status}
+        unfinished = len(candidates) - len(matched)
+        extra = f" ({unfinished} more still training)" if unfinished else ""
+        return {**res, "result": "VOID", "why": f"{len(matched)} complete runs{extra}, the quantifier expects {expect}",
+                "status": status}
     invalid = [f"{r['run']}: {req}" for r in matched for req in pred.requires if not r["families"][pred.family].get(req)]
     if invalid:
         return {**res, "result": "VOID", "why": "invalid instrument/control: " + "; ".join(invalid), "status": status}

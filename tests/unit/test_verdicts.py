@@ -59,6 +59,7 @@ def test_bootstrap_ci_reproducible_and_covers():
 
 def _run(name, corpus, final, control=True, margin=True, status="confirmatory"):
     return {"run": name, "corpus": corpus, "budget": "packed", "seed": 1, "sealed": False, "status": status,
+            "complete": True,
             "families": {"pronoun_gender": {"final": final, "control_valid": control, "margin_valid": margin}}}
 
 
@@ -79,6 +80,12 @@ def test_prediction_pass_fail_void():
     assert r["result"] == "VOID" and "control_valid" in r["why"]
     mixed = [runs[0], runs[1], _run("c", "web", 0.9, status="exploratory")]
     assert score_prediction(_pred(), mixed)["status"] == "exploratory"
+
+
+def test_incomplete_runs_are_not_scored():
+    runs = [_run("a", "web", 0.1), _run("b", "web", 0.2), {**_run("c", "web", 0.1), "complete": False}]
+    r = score_prediction(_pred(), runs)
+    assert r["result"] == "VOID" and "1 more still training" in r["why"]
 
 
 def test_sealed_runs_are_not_matched():
