@@ -123,7 +123,7 @@ def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = 
                       f"<td>{_fmt(x.get('final'))} {_fmt(x.get('final_ci'))}</td><td>{_fmt(x.get('peak'))}</td>"
                       f"<td>{'valid' if x.get('control_valid') else ('INVALID' if x else '–')}</td>"
                       f"<td>{_fmt(x.get('onset'))}</td><td>{_fmt(x.get('cm_cross'))}{lag}</td>")
-        status = "sealed" if r["sealed"] else r["status"]
+        status = "sealed" if r["sealed"] else r["status"] + ("" if r["complete"] else " (still training)")
         rows.append(f"<tr><td class=l>{r['corpus']}</td><td class=l>{r['budget']}</td><td>{r['seed']}</td>"
                     f"<td class='l {status}'>{status}</td>{cells}</tr>")
     parts.append("<h2>Phase table</h2><table><tr><th class=l>corpus</th><th class=l>budget</th><th>seed</th>"
