@@ -69,14 +69,22 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard:
 
 
 def _present_token() -> None:
-    """Keep token authentication on when connecting to an existing cluster: Ray 2.60 enables it
-    for a driver only when RAY_AUTH_MODE says so, so with the mode unset and a token on this
-    machine (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN) we say so."""
+    """Keep token authentication on when connecting to an existing cluster: Ray 2.60 turns it on
+    for a driver only if RAY_AUTH_MODE says so when its config is initialised, so with the mode
+    unset and a token on this machine (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH, RAY_AUTH_TOKEN) we
+    enable it the way Ray's own CLI does (environment and the already-loaded config)."""
     if "RAY_AUTH_MODE" in os.environ:
         return
-    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
-    if os.environ.get("RAY_AUTH_TOKEN") or token_file.exists():
-        os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # another Ray version: the environment alone
+        token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+        if os.environ.get("RAY_AUTH_TOKEN") or token_file.exists():
+            os.environ["RAY_AUTH_MODE"] = "token"
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def check_resources(spec: GridSpec) -> None:
@@ -356,7 +364,14 @@ def submit(spec_file: str | Path, address: str, out: str | Path, follow: bool = 
     entry = f"ungrok sweep grid.toml --address auto --out {Path(out).resolve()} --no-progress"
     if _is_loopback(address):
         entry += " --node-ip-address 127.0.0.1"
-    job_id = client.submit_job(entrypoint=entry, runtime_env={"working_dir": str(wd)})
+    for attempt in range(60):  # a freshly started head may not have its job agent up yet
+        try:
+            job_id = client.submit_job(entrypoint=entry, runtime_env={"working_dir": str(wd)})
+            break
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or attempt == 59:
+                raise
+            time.sleep(1.0)
     log(f"submitted job {job_id}: {entry}")
     if not follow:
         return job_id, "SUBMITTED"
