@@ -9,9 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 _BUDGET_RE = re.compile(r"^(packed|dn(\d+(\.\d+)?))$")
 

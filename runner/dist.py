@@ -10,6 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def free_port() -> int:

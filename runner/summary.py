@@ -19,7 +19,6 @@ Definitions (conflict = heldout conflict accuracy, smoothed by a rolling mean ov
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from cluster.cli import main as cli_main

@@ -60,7 +60,6 @@ def test_heldout_pairs_never_in_training_stream():
     rows = synthetic_rows(CorpusConfig(name="web", n_stories=3000))
     fam = RULES.get("pronoun_gender")
     words = V.all_words()
-    off = fam.offsets
     for row in rows[:3000]:
         ws = [words[i] for i in row]
         for p, w in enumerate(ws):
