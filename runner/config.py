@@ -167,6 +167,43 @@ class ProbeConfig(_Frozen):
         return v
 
 
+class InterventionConfig(_Frozen):
+    """Where and when a run's dose applies (ignored, and left out of the run id, when dose is
+    ``none``).
+
+    ``families``: the rule families whose events the intervention edits (empty: every probe
+    family). ``start_step``/``end_step``: the window of training steps that read the intervened
+    stream; outside it the run reads the unedited corpus (``end_step`` None: to the end), so
+    "inject only after the collapse" is ``start_step=3000``. ``seed``: which events are flipped
+    and where injected documents go (the stream is shared by every training seed).
+    """
+
+    families: tuple[str, ...] = ()
+    start_step: int = Field(0, ge=0)
+    end_step: int | None = Field(None, gt=0)
+    seed: int = Field(0, ge=0)
+
+    @field_validator("families")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from .rules import RULES
+
+        for f in v:
+            if f not in RULES:
+                raise ValueError(f"unknown rule family {f!r}; known: {RULES.names()}")
+        return v
+
+    @model_validator(mode="after")
+    def _window(self) -> "InterventionConfig":
+        if self.end_step is not None and self.end_step <= self.start_step:
+            raise ValueError(f"end_step ({self.end_step}) must be after start_step ({self.start_step})")
+        return self
+
+    def active(self, step: int) -> bool:
+        """Does the batch of ``step`` come from the intervened stream?"""
+        return step >= self.start_step and (self.end_step is None or step < self.end_step)
+
+
 class RunConfig(_Frozen):
     corpus: CorpusConfig = CorpusConfig()
     model: ModelConfig = ModelConfig()
@@ -175,6 +212,7 @@ class RunConfig(_Frozen):
     schedule: ScheduleConfig = ScheduleConfig()
     probes: ProbeConfig = ProbeConfig()
     dose: str = Field("none", description="'none' or '<intervention>:<level>' (interventions register in runner.grid.DOSES)")
+    intervention: InterventionConfig = InterventionConfig()
 
     @field_validator("dose")
     @classmethod
@@ -191,6 +229,14 @@ class RunConfig(_Frozen):
                 f"corpus.story_tokens ({self.corpus.story_tokens}) exceeds model.n_ctx ({self.model.n_ctx}); "
                 "raise model.n_ctx or shorten the stories"
             )
+        if self.dose != "none":
+            for f in self.intervention.families:
+                if f not in self.probes.families:
+                    raise ValueError(f"intervention.families: {f!r} is not a probed family {self.probes.families}; "
+                                     "probe what you intervene on")
+            if self.intervention.start_step >= self.train.steps:
+                raise ValueError(f"intervention.start_step ({self.intervention.start_step}) is past the last step "
+                                 f"({self.train.steps})")
         need = self.train.steps * self.train.batch_size
         if self.train.budget == "packed" and not self.corpus.is_hf and self.corpus.n_stories < need:
             raise ValueError(
@@ -206,6 +252,11 @@ class RunConfig(_Frozen):
         label = "hf" if self.corpus.is_hf else self.corpus.name
         dose = "" if self.dose == "none" else "-" + self.dose.replace(":", "")
         return f"{label}-{self.train.budget}{dose}-s{self.train.seed}-{config_hash(self)[:10]}"
+
+    @property
+    def dose_families(self) -> tuple[str, ...]:
+        """The families a dose edits: ``intervention.families`` or every probed family."""
+        return self.intervention.families or self.probes.families
 
 
 def field_error(e: "ValidationError", hint=None) -> str:
@@ -242,10 +293,11 @@ def load_toml_model(path, model: type[BaseModel], error: type[Exception], what: 
 def config_hash(cfg: BaseModel) -> str:
     """sha256 of the config's canonical JSON (sorted keys, every default resolved).
 
-    A RunConfig's ``dose`` enters only when it is not ``none``, so ids of runs made before the
-    dose axis existed are unchanged."""
+    A RunConfig's ``dose`` and ``intervention`` enter only when the dose is not ``none``, so ids
+    of runs made before the dose axis existed are unchanged."""
     data = cfg.model_dump(mode="json")
     if isinstance(cfg, RunConfig) and data.get("dose") == "none":
         data.pop("dose")
+        data.pop("intervention")
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()

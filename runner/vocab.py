@@ -46,6 +46,18 @@ PLURAL_NOUNS = (
 # Nouns whose plural is the singular: no number cue. Used by fillers and neutral probes.
 NEUTRAL_NOUNS = "sheep fish deer moose".split()
 FUNCTION_WORDS = "because at the went to saw . she he was were".split()
+# Reserved for rescue injections (interventions): cue words and frame words that no built-in corpus
+# and no generated probe uses, so injected evidence is disjoint from every probe by construction.
+# They come last in the id order, so adding them left every other word's id unchanged.
+RESCUE_FEMININE_NAMES = (
+    "Ava Bella Daisy Elsa Flora Gemma Hazel Isla Jade Kira Luna Mabel Nell Opal Pearl Ruth Stella Thea Una Willa"
+).split()
+RESCUE_MASCULINE_NAMES = (
+    "Aaron Bruno Caleb Dylan Elias Finn Gavin Harvey Igor Jonah Karl Lars Milo Neil Otto Quentin Rufus Seth Troy Wade"
+).split()
+RESCUE_SINGULAR_NOUNS = "mouse wolf calf goose ox lamb mule pony camel zebra monkey otter".split()
+RESCUE_PLURAL_NOUNS = "mice wolves calves geese oxen lambs mules ponies camels zebras monkeys otters".split()
+RESCUE_FRAME_WORDS = "so felt near".split()
 SPECIAL_TOKENS = ["<pad>", "<bos>", "<unk>"]
 PAD, BOS, UNK = SPECIAL_TOKENS
 
@@ -55,6 +67,8 @@ def all_words() -> list[str]:
     groups = [
         SPECIAL_TOKENS, FUNCTION_WORDS, FEMININE_NAMES, MASCULINE_NAMES, VERBS, ADJECTIVES, PLACES,
         NEUTRAL_PEOPLE, SINGULAR_NOUNS, PLURAL_NOUNS, NEUTRAL_NOUNS,
+        RESCUE_FEMININE_NAMES, RESCUE_MASCULINE_NAMES, RESCUE_SINGULAR_NOUNS, RESCUE_PLURAL_NOUNS,
+        RESCUE_FRAME_WORDS,
     ]
     out: list[str] = []
     for g in groups:
@@ -67,3 +81,7 @@ def all_words() -> list[str]:
 assert len(FEMININE_NAMES) == 60 and len(MASCULINE_NAMES) == 60, "60 names per gender"
 assert len(VERBS) == 40 and len(ADJECTIVES) == 30 and len(PLACES) == 20
 assert len(SINGULAR_NOUNS) == len(PLURAL_NOUNS)
+assert len(RESCUE_SINGULAR_NOUNS) == len(RESCUE_PLURAL_NOUNS)
+_BASE = set(FEMININE_NAMES + MASCULINE_NAMES + SINGULAR_NOUNS + PLURAL_NOUNS + NEUTRAL_NOUNS + FUNCTION_WORDS)
+assert not _BASE & set(RESCUE_FEMININE_NAMES + RESCUE_MASCULINE_NAMES + RESCUE_SINGULAR_NOUNS
+                       + RESCUE_PLURAL_NOUNS + RESCUE_FRAME_WORDS), "rescue words must be new words"
