@@ -110,11 +110,14 @@ def train(
     support: Optional[float] = typer.Option(None, help="override the corpus support (0..1]"),
     zero_stage: int = typer.Option(0, help="DeepSpeed ZeRO stage 0, 1 or 2"),
     battery: Optional[Path] = typer.Option(None, help="probe battery JSONL (default: generated)"),
+    dose: str = typer.Option("none", help="none | kill:<rate> | rescue:<dose> (intervenes on every probed family)"),
     config: Optional[Path] = typer.Option(None, help="a RunConfig JSON; flags given explicitly are ignored"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Train one run through DeepSpeed, scoring probes at every checkpoint; resumes if interrupted."""
+    from interventions import InterventionError
     from runner.config import RunConfig
+    from runner.corpora import CorpusError
     from runner.train import prepare_run, train_run
 
     if config is not None:
@@ -129,14 +132,17 @@ def train(
             tr["steps"] = steps
         probes = {"battery": str(battery)} if battery else {}
         try:
-            cfg = RunConfig(corpus=cfg_c, train=tr, probes=probes)
+            cfg = RunConfig(corpus=cfg_c, train=tr, probes=probes, dose=dose)
         except ValidationError as e:
             raise UserError(_validation_message(e)) from None
     try:
         prepare_run(cfg, out)
     except ValueError as e:
         raise UserError(str(e)) from None
-    run_dir = train_run(cfg, out, progress=progress, log=console.print)
+    try:
+        run_dir = train_run(cfg, out, progress=progress, log=console.print)
+    except (CorpusError, InterventionError) as e:  # includes the disjointness gate (before training)
+        raise UserError(str(e)) from None
     console.print(f"run [bold]{run_dir}[/]  (ungrok show {run_dir})")
 
 
@@ -290,7 +296,7 @@ def sweep(
 ) -> None:
     """Run the grid on Ray; rerunning skips finished cells and resumes unfinished ones."""
     from runner.grid import GridError, load_grid
-    from cluster.sweep import run_sweep
+    from cluster.sweep import StreamError, run_sweep
 
     try:
         g = load_grid(spec)
@@ -299,8 +305,8 @@ def sweep(
     out = out or Path("runs/sweeps") / g.name
     try:
         res = run_sweep(spec, out, address=address, num_cpus=num_cpus, progress=progress, dashboard=dashboard,
-                        node_ip=node_ip_address)
-    except GridError as e:
+                        node_ip=node_ip_address, log=console.print)
+    except (GridError, StreamError) as e:
         raise UserError(str(e)) from None
     console.print(f"sweep {res['sweep']}: {res['cells']} cells, ran {res['ran']}, skipped {res['skipped']}, "
                   f"failed {len(res['failed'])}; wall {res['wall_seconds']} s, sum of runs {res['sum_run_seconds']} s, "

@@ -128,6 +128,47 @@ def _train_cell(cfg_json: str, sweep_dir: str) -> dict:
     return {**attempt, "run_id": cfg.run_id, "seconds": time.time() - t0}
 
 
+def _build_stream(cfg_json: str, sweep_dir: str) -> str:
+    """The Ray task that builds a cell's corpus and intervened stream (shared by its seeds)."""
+    from runner.config import RunConfig
+    from runner.train import build_streams
+
+    base, dosed = build_streams(RunConfig.model_validate_json(cfg_json), Path(sweep_dir) / "corpora")
+    return str(dosed or base)
+
+
+def stream_key(cfg) -> str:
+    """Cells with equal keys train on the same stream (corpus, dose, intervention families, seed)."""
+    iv = (list(cfg.dose_families), cfg.intervention.seed) if cfg.dose != "none" else None
+    return json.dumps([cfg.corpus.model_dump(mode="json"), cfg.dose, iv], sort_keys=True)
+
+
+def build_streams_first(cells, sweep_dir: Path, opts: dict, log=print) -> None:
+    """Build every stream the cells need, once each, in parallel Ray tasks, before any training.
+
+    A failure (a disjointness-gate violation, an impossible dose) is raised here, naming the
+    stream, so no cell starts on a stream that could not be made."""
+    import ray
+
+    firsts: dict[str, object] = {}
+    for c in cells:
+        firsts.setdefault(stream_key(c.config), c)
+    refs = {ray.remote(_build_stream).options(**opts).remote(c.config.model_dump_json(), str(sweep_dir)): c
+            for c in firsts.values()}
+    if refs:
+        log(f"building {len(refs)} stream(s) before training")
+    for ref, c in refs.items():
+        try:
+            ray.get(ref)
+        except Exception as e:  # the task's own error (RayTaskError wraps it): name the stream
+            cause = getattr(e, "cause", None) or e
+            raise StreamError(f"stream of {c.corpus} / {c.dose}: {type(cause).__name__}: {cause}") from None
+
+
+class StreamError(RuntimeError):
+    """A stream (corpus or intervened stream) could not be built; no cell was started."""
+
+
 def _train_cell_multi(cfg_json: str, sweep_dir: str, n_workers: int, use_gpu: bool, cpus: float) -> dict:
     """A cell with > 1 GPU: DeepSpeed under Ray Train's TorchTrainer (one rank per GPU)."""
     from ray.train import ScalingConfig
@@ -202,7 +243,7 @@ def prepare_sweep(spec_file: str | Path, sweep_dir: str | Path) -> Sweep:
 
 def run_sweep(spec_file: str | Path, sweep_dir: str | Path, *, address: str | None = None,
               num_cpus: int | None = None, progress: bool = True, dashboard: bool = False,
-              node_ip: str | None = None, on_update=None) -> dict:
+              node_ip: str | None = None, on_update=None, log=print) -> dict:
     """Run every unfinished cell of the grid on Ray; returns the sweep's final summary.
 
     ``summary["failed"]`` lists cells whose task raised (with tracebacks in the manifest).
@@ -227,6 +268,8 @@ def run_sweep(spec_file: str | Path, sweep_dir: str | Path, *, address: str | No
                 todo.append(c)
         opts = {"num_cpus": r.num_cpus, "num_gpus": r.num_gpus, "resources": r.custom or None,
                 "max_retries": r.max_retries, "retry_exceptions": False}
+        build_streams_first(todo, sw.dir, {"num_cpus": r.num_cpus, "resources": r.custom or None,
+                                           "max_retries": r.max_retries}, log=log)
         multi = r.num_gpus > 1
         refs = {}
         for c in todo:

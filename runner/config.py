@@ -214,6 +214,15 @@ class RunConfig(_Frozen):
     dose: str = Field("none", description="'none' or '<intervention>:<level>' (interventions register in runner.grid.DOSES)")
     intervention: InterventionConfig = InterventionConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_intervention_without_dose(cls, data):
+        """A dose-none run has no intervention: its settings are dropped, so the run (config.json
+        and id) is the same whatever a grid's [intervention] section says."""
+        if isinstance(data, dict) and data.get("dose", "none") == "none" and "intervention" in data:
+            data = {k: v for k, v in data.items() if k != "intervention"}
+        return data
+
     @field_validator("dose")
     @classmethod
     def _dose(cls, v: str) -> str:

@@ -184,10 +184,6 @@ def build_corpus(cfg: CorpusConfig, out_root: str | Path, progress=None) -> Path
         if existing != cfg.model_dump(mode="json"):
             raise CorpusError(f"{dest} holds a different corpus config; remove it or choose another --out")
         return dest
-    import datasets
-    from datasets import Dataset
-
-    datasets.disable_progress_bar()
     if cfg.is_hf:
         rows, tok = hf_rows(cfg)
         generator = {"kind": "hf", "path": cfg.name[3:], "text_column": cfg.text_column}
@@ -196,6 +192,17 @@ def build_corpus(cfg: CorpusConfig, out_root: str | Path, progress=None) -> Path
         spec = PRESETS.get(cfg.name)
         generator = {"kind": "synthetic", **asdict(spec),
                      "support": cfg.support if cfg.support is not None else spec.support, "chunk": CHUNK}
+    return write_corpus(dest, rows, tok, cfg.model_dump(mode="json"), generator)
+
+
+def write_corpus(dest: Path, rows: np.ndarray, tok, config: dict, generator: dict, **extra) -> Path:
+    """Write a corpus folder atomically (temporary sibling, then rename): ``dataset/``,
+    ``tokenizer.json`` and ``manifest.json`` (token count and sha256 of the stream). A finished
+    copy written meanwhile by a concurrent builder of the same corpus is kept."""
+    import datasets
+    from datasets import Dataset
+
+    datasets.disable_progress_bar()
     pad = tok.token_to_id(V.PAD)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
@@ -203,7 +210,7 @@ def build_corpus(cfg: CorpusConfig, out_root: str | Path, progress=None) -> Path
         Dataset.from_dict({"input_ids": rows}).save_to_disk(str(tmp / "dataset"))
         tok.save(str(tmp / "tokenizer.json"))
         manifest = {
-            "config": cfg.model_dump(mode="json"),
+            "config": config,
             "generator": generator,
             "n_rows": int(rows.shape[0]),
             "row_tokens": int(rows.shape[1]),
@@ -212,6 +219,7 @@ def build_corpus(cfg: CorpusConfig, out_root: str | Path, progress=None) -> Path
             "vocab_size": int(tok.get_vocab_size()),
             "sha256": stream_sha256(rows),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **extra,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         try:
@@ -238,8 +246,10 @@ def load_corpus(path: str | Path) -> Corpus:
         raise CorpusError(f"{path} is not a built corpus (no manifest.json); build it with `ungrok corpus build`")
     manifest = json.loads(mf.read_text())
     ds = load_from_disk(str(path / "dataset"))
-    ds.set_format("numpy")
-    rows = np.asarray(ds["input_ids"], dtype=np.int32)
+    # Rows have a fixed length: read the arrow column's flat values (memory-mapped) in one go.
+    col = ds.data.column("input_ids").combine_chunks()
+    rows = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.int32).reshape(
+        len(ds), int(manifest["row_tokens"]))
     if stream_sha256(rows) != manifest["sha256"]:
         raise CorpusError(f"{path}: token stream does not match the manifest's sha256; the corpus is corrupt, rebuild it")
     return Corpus(path=path, rows=rows, manifest=manifest)

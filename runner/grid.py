@@ -8,7 +8,9 @@ A spec file (TOML)::
     budgets = ["packed", "dn5", "dn15"]
     seeds = [42, 43, 44]
     doses = ["none"]                      # "<intervention>:<level>"; interventions register in DOSES
-    [model]  / [optim] / [train] / [schedule] / [probes] / [corpus]   # RunConfig sections, shared by all cells
+    # a corpus table may carry its own doses, e.g. kill where the rule survives, rescue where it dies:
+    #   corpora = [{name = "stories", doses = ["none", "kill:1.0"]}, {name = "web", doses = ["rescue:3"]}]
+    [model]  / [optim] / [train] / [schedule] / [probes] / [corpus] / [intervention]   # RunConfig sections
     [resources]
     num_cpus = 1                          # per run
     num_gpus = 0                          # > 1: multi-GPU DeepSpeed through Ray Train
@@ -21,15 +23,26 @@ Everything is validated on construction, before any job starts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config import RunConfig, TrainConfig, field_error, load_toml_model
 from .registry import Registry
 
+class Intervention(Protocol):
+    """What the runner needs of an intervention; implementations live in the ``interventions``
+    layer and register in :data:`DOSES` by name (``kill``, ``rescue``, ...)."""
+
+    def check_level(self, level: float) -> None:
+        """Raise ValueError for a level this intervention cannot take."""
+
+    def build(self, cfg: RunConfig, level: float, base_corpus: Path) -> Path:
+        """Build (or reuse) the intervened stream of ``cfg`` beside ``base_corpus``; its folder."""
+
+
 # Interventions (a later layer) register here by name; "none" is the identity.
-DOSES: Registry[Any] = Registry("intervention")
+DOSES: Registry[Intervention | None] = Registry("intervention")
 DOSES.register("none", None)
 
 
@@ -46,9 +59,16 @@ def parse_dose(dose: str) -> tuple[str, float | None]:
     if name not in DOSES:
         raise ValueError(f"dose {dose!r}: unknown intervention {name!r}; registered: {DOSES.names()}")
     try:
-        return name, float(level)
+        value = float(level)
     except ValueError:
         raise ValueError(f"dose {dose!r}: level {level!r} is not a number") from None
+    iv = DOSES.get(name)
+    if iv is not None:
+        try:
+            iv.check_level(value)
+        except ValueError as e:
+            raise ValueError(f"dose {dose!r}: {e}") from None
+    return name, value
 
 
 class Axes(BaseModel):
@@ -79,11 +99,31 @@ class Axes(BaseModel):
     @field_validator("doses")
     @classmethod
     def _doses(cls, v: list[str]) -> list[str]:
-        for d in v:
-            parse_dose(d)
-        if len(set(v)) != len(v):
-            raise ValueError("duplicate doses")
+        return _check_doses(v)
+
+    @field_validator("corpora")
+    @classmethod
+    def _corpus_doses(cls, v: list) -> list:
+        for c in v:
+            if isinstance(c, dict):
+                if "name" not in c:
+                    raise ValueError(f"corpus table {c} needs a name")
+                if "doses" in c:
+                    if not isinstance(c["doses"], list) or not c["doses"]:
+                        raise ValueError(f"corpus {c['name']!r}: doses must be a non-empty list")
+                    _check_doses(c["doses"])
         return v
+
+    def doses_for(self, corpus: str | dict[str, Any]) -> list[str]:
+        return corpus.get("doses", self.doses) if isinstance(corpus, dict) else self.doses
+
+
+def _check_doses(v: list[str]) -> list[str]:
+    for d in v:
+        parse_dose(d)
+    if len(set(v)) != len(v):
+        raise ValueError("duplicate doses")
+    return v
 
 
 class Resources(BaseModel):
@@ -106,6 +146,7 @@ class GridSpec(BaseModel):
     train: dict[str, Any] = Field(default_factory=dict)
     schedule: dict[str, Any] = Field(default_factory=dict)
     probes: dict[str, Any] = Field(default_factory=dict)
+    intervention: dict[str, Any] = Field(default_factory=dict, description="families, start_step, end_step, seed")
     resources: Resources = Resources()
 
     @model_validator(mode="after")
@@ -119,13 +160,14 @@ class GridSpec(BaseModel):
         out = []
         for c in self.axes.corpora:
             corpus = {**self.corpus, **({"name": c} if isinstance(c, str) else c)}
+            corpus.pop("doses", None)
             for b in self.axes.budgets:
-                for d in self.axes.doses:
+                for d in self.axes.doses_for(c):
                     for s in self.axes.seeds:
                         try:
                             cfg = RunConfig(corpus=corpus, model=self.model, optim=self.optim,
                                             train={**self.train, "budget": b, "seed": s}, schedule=self.schedule,
-                                            probes=self.probes, dose=d)
+                                            probes=self.probes, dose=d, intervention=self.intervention)
                         except ValidationError as e:
                             raise ValueError(f"cell corpus={corpus.get('name')} budget={b} dose={d} seed={s}: "
                                              f"{field_error(e)}") from None
@@ -157,5 +199,8 @@ def load_grid(path: str | Path) -> GridSpec:
 
 
 def _allowed(loc) -> str:
-    model = {"axes": Axes, "resources": Resources}.get(str(loc[0]) if len(loc) > 1 else "", GridSpec)
+    from .config import InterventionConfig
+
+    model = {"axes": Axes, "resources": Resources,
+             "intervention": InterventionConfig}.get(str(loc[0]) if len(loc) > 1 else "", GridSpec)
     return ", ".join(model.model_fields)

@@ -92,6 +92,24 @@ class Prediction(BaseModel):
         return k, n
 
 
+class DosePrediction(BaseModel):
+    """A claim about a dose-response group (see :mod:`runner.dose_response`): e.g. Spearman
+    rho(kill rate, seed-mean CM final) < 0 for pronoun_gender on stories/packed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    text: str = ""
+    family: str
+    intervention: str
+    corpus: str
+    budget: str = "packed"
+    quantity: Literal["rho_cm_final", "rho_final"]
+    op: Literal["<=", "<", ">=", ">"]
+    value: float
+    min_levels: int = Field(3, ge=3, description="dose levels, baseline included, needed for a verdict")
+
+
 class Prereg(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -100,6 +118,7 @@ class Prereg(BaseModel):
     quarantine: dict[str, list[int]] = Field(default_factory=dict)
     predictions: tuple[Prediction, ...] = ()
     falsifiers: tuple[Prediction, ...] = ()
+    dose_predictions: tuple[DosePrediction, ...] = ()
 
     @field_validator("classifier")
     @classmethod

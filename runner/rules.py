@@ -53,6 +53,9 @@ class RuleFamily:
     # Support-count modes that apply: "windowed" (answer within k tokens after the cue), "bigram"
     # (answer right after the cue), "contested" (induction-keyed families only).
     support_modes: tuple[str, ...] = ("windowed", "bigram")
+    # Cue words per class reserved for rescue injections: counted as cues by the support counter,
+    # never used by the corpus generator or the probe batteries.
+    rescue_cues: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def answers(self) -> tuple[str, ...]:
@@ -63,9 +66,13 @@ class RuleFamily:
         (other,) = [a for a in self.answers if a != self.rule_answer[cls]]
         return other
 
+    def counted_cues(self, cls: str) -> tuple[str, ...]:
+        """Every cue word of a class that the support counter sees: probe cues and rescue cues."""
+        return tuple(self.cue_classes[cls]) + tuple(self.rescue_cues.get(cls, ()))
+
     def class_of(self, cue: str) -> str:
-        for cls, cues in self.cue_classes.items():
-            if cue in cues:
+        for cls in self.cue_classes:
+            if cue in self.counted_cues(cls):
                 return cls
         raise KeyError(f"{cue!r} is not a cue of {self.name}")
 
@@ -76,6 +83,9 @@ class InductionRule(RuleFamily):
 
     ``template`` is a sentence with the slots ``{cue}``, ``{key}``, ``{answer}``, ``{adj}``;
     ``neutral_subject`` replaces the ``{cue}`` slot in prior-pull prompts (no cue at all).
+    ``rescue_template``: the frame of injected rule evidence (rescue); its words differ from
+    ``template``'s but its cue, key and answer sit at the same offsets, so the support counter
+    counts injected events exactly like corpus events.
     """
 
     keys: tuple[str, ...] = ()
@@ -85,6 +95,7 @@ class InductionRule(RuleFamily):
     heldout_fraction: float = 0.1
     p_reuse: float = 0.3
     support_modes: tuple[str, ...] = ("windowed", "contested")
+    rescue_template: tuple[str, ...] = ()
     offsets: dict[str, int] = field(default_factory=dict, init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -92,6 +103,12 @@ class InductionRule(RuleFamily):
             if slot not in self.template:
                 raise ValueError(f"{self.name}: template lacks {slot}")
         self.offsets.update({s.strip("{}"): self.template.index(s) for s in ("{cue}", "{key}", "{answer}")})
+        if self.rescue_template:
+            rescue = {s.strip("{}"): self.rescue_template.index(s) for s in ("{cue}", "{key}", "{answer}")
+                      if s in self.rescue_template}
+            if rescue != self.offsets:
+                raise ValueError(f"{self.name}: rescue_template must put cue, key and answer at the template's "
+                                 f"offsets {self.offsets}, got {rescue}")
 
     # ---- splits --------------------------------------------------------------------------
     def is_heldout(self, cue: str, key: str) -> bool:
@@ -197,6 +214,8 @@ PRONOUN_GENDER = RULES.register("pronoun_gender", InductionRule(
     template=("{cue}", "{key}", "because", "{answer}", "was", "{adj}", "."),
     neutral_subjects=tuple(V.NEUTRAL_PEOPLE),
     neutral_template=("the", "{cue}", "{key}", "because", "{answer}", "was", "{adj}", "."),
+    rescue_cues={"feminine": tuple(V.RESCUE_FEMININE_NAMES), "masculine": tuple(V.RESCUE_MASCULINE_NAMES)},
+    rescue_template=("{cue}", "{key}", "so", "{answer}", "felt", "{adj}", "."),
 ))
 
 NUMBER_AGREEMENT = RULES.register("number_agreement", InductionRule(
@@ -209,4 +228,6 @@ NUMBER_AGREEMENT = RULES.register("number_agreement", InductionRule(
     template=("the", "{cue}", "at", "the", "{key}", "{answer}", "{adj}", "."),
     neutral_subjects=tuple(V.NEUTRAL_NOUNS),
     neutral_template=("the", "{cue}", "at", "the", "{key}", "{answer}", "{adj}", "."),
+    rescue_cues={"singular": tuple(V.RESCUE_SINGULAR_NOUNS), "plural": tuple(V.RESCUE_PLURAL_NOUNS)},
+    rescue_template=("the", "{cue}", "near", "the", "{key}", "{answer}", "{adj}", "."),
 ))

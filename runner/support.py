@@ -66,8 +66,8 @@ class ClassIds:
 
 def class_ids(family: RuleFamily, tokenizer) -> list[ClassIds]:
     out = []
-    for cls, cues in family.cue_classes.items():
-        cue_ids = sorted({i for w in cues for i in token_ids(tokenizer, w)})
+    for cls in family.cue_classes:
+        cue_ids = sorted({i for w in family.counted_cues(cls) for i in token_ids(tokenizer, w)})
         out.append(ClassIds(cls, np.array(cue_ids, dtype=np.int64),
                             np.array(token_ids(tokenizer, family.rule_answer[cls]), dtype=np.int64),
                             np.array(token_ids(tokenizer, family.prior_answer(cls)), dtype=np.int64)))
@@ -98,37 +98,86 @@ def bigram_counts(stream: np.ndarray, ids: ClassIds, n_cue_positions: int | None
     return Counts(int(np.isin(nxt, ids.rule).sum()), int(np.isin(nxt, ids.prior).sum()), int(len(cues)))
 
 
+@dataclass(frozen=True)
+class TemplateIds:
+    """The token ids an induction family's template events are read with."""
+
+    family: InductionRule
+    cue_cls: dict[int, str]
+    keys: frozenset[int]
+    answer: dict[int, str]
+    answer_id: dict[str, int]
+
+    @property
+    def cue_array(self) -> np.ndarray:
+        return np.array(sorted(self.cue_cls), dtype=np.int64)
+
+
+def template_ids(family: InductionRule, tokenizer) -> TemplateIds:
+    """Single-token ids of the family's cues (probe and rescue cues), keys and answers."""
+    def one(w: str) -> int:
+        return (token_ids(tokenizer, w) or [-1])[0]
+
+    cue_cls = {one(c): cls for cls in family.cue_classes for c in family.counted_cues(cls)}
+    cue_cls.pop(-1, None)
+    return TemplateIds(family, cue_cls, frozenset(one(k) for k in family.keys) - {-1},
+                       {one(a): a for a in family.answers if one(a) >= 0}, {a: one(a) for a in family.answers})
+
+
+def scan_contested(row: list[int], t: TemplateIds, cue_positions, edit=None) -> Iterator[tuple[str, bool]]:
+    """Walk one story's template events left to right, remembering the answer last shown after
+    each key; yield ``(cue class, rule won)`` for every *contested* event (the same key was
+    followed earlier in the story by the other class's answer, so the competitor - copy that
+    answer - is live and disagrees with the rule).
+
+    ``edit(cls)``, if given, is asked at every contested event the rule won; when it returns True
+    the answer token in ``row`` becomes the copied answer (in place: one token replaced by one
+    token) and the walk continues on the edited story, so later events see the edited history.
+    """
+    off = t.family.offsets
+    span = max(off.values())
+    last: dict[int, str] = {}
+    for p in cue_positions:
+        if p >= len(row) - span:
+            break
+        cls = t.cue_cls[row[p]]
+        start = p - off["cue"]
+        if start < 0:
+            continue
+        key, a_pos = row[start + off["key"]], start + off["answer"]
+        a = row[a_pos]
+        if key not in t.keys or a not in t.answer:
+            continue
+        shown, prev, rule = t.answer[a], last.get(key), t.family.rule_answer[cls]
+        if prev is not None and prev != rule:
+            if shown == rule and edit is not None and edit(cls):
+                row[a_pos] = t.answer_id[prev]
+                shown = prev
+            yield cls, shown == rule
+        last[key] = shown
+
+
+def cue_positions_by_row(rows: np.ndarray, t: TemplateIds) -> list[list[int]]:
+    """Positions of cue tokens in each row (vectorised; the walk then visits only these)."""
+    r, c = np.nonzero(np.isin(rows, t.cue_array))
+    out: list[list[int]] = [[] for _ in range(len(rows))]
+    for ri, ci in zip(r.tolist(), c.tolist()):
+        out[ri].append(ci)
+    return out
+
+
 def contested_counts(rows: np.ndarray, family: InductionRule, tokenizer) -> dict[str, Counts]:
     """Per-story count of contested events for an induction-keyed family (template offsets)."""
-    off = family.offsets
-    vocab = {w: (token_ids(tokenizer, w) or [-1])[0] for w in
-             [*family.keys, *family.answers, *(c for cs in family.cue_classes.values() for c in cs)]}
-    cue_cls = {vocab[c]: cls for cls, cs in family.cue_classes.items() for c in cs}
-    keys = {vocab[k] for k in family.keys}
-    ans = {vocab[a]: a for a in family.answers}
+    t = template_ids(family, tokenizer)
     out = {cls: Counts() for cls in family.cue_classes}
-    span = max(off.values())
-    for row in rows.tolist():
-        last: dict[int, str] = {}
-        for p in range(len(row) - span):
-            cls = cue_cls.get(row[p])
-            if cls is None:
-                continue
-            start = p - off["cue"]
-            if start < 0:
-                continue
-            key, a = row[start + off["key"]], row[start + off["answer"]]
-            if key not in keys or a not in ans:
-                continue
-            shown, prev, rule = ans[a], last.get(key), family.rule_answer[cls]
-            if prev is not None and prev != rule:
-                c = out[cls]
-                c.cues += 1
-                if shown == rule:
-                    c.rule += 1
-                elif shown == prev:
-                    c.prior += 1
-            last[key] = shown
+    for row, pos in zip(rows.tolist(), cue_positions_by_row(rows, t)):
+        for cls, won in scan_contested(row, t, pos):
+            c = out[cls]
+            c.cues += 1
+            if won:
+                c.rule += 1
+            else:
+                c.prior += 1
     return out
 
 
@@ -174,3 +223,32 @@ def count_support(rows: np.ndarray, tokenizer, families: Iterable[str], *, pad_i
             out[f.name][cls] = {m: {"rule": c.rule, "prior": c.prior, "cues": c.cues, "ratio": c.ratio}
                                 for m, c in modes.items()}
     return out
+
+
+def corpus_support(corpus_dir, families: Iterable[str]) -> dict:
+    """``count_support`` of a built corpus folder, cached in ``<corpus>/support.json`` (reused
+    when it covers the families asked for)."""
+    import json
+    from pathlib import Path
+
+    from .corpora import load_corpus
+    from .train import write_json_atomic
+
+    cdir = Path(corpus_dir)
+    families = list(families)
+    cache = cdir / "support.json"
+    cached = json.loads(cache.read_text())["families"] if cache.exists() else {}
+    if all(f in cached for f in families):
+        return {f: cached[f] for f in families}
+    c = load_corpus(cdir)
+    fams = count_support(c.rows, c.tokenizer, sorted(set(families) | set(cached)), pad_id=c.pad_id)
+    write_json_atomic(cache, {"corpus": str(cdir), "k": 16, "n_tokens": c.n_tokens, "families": fams})
+    return {f: fams[f] for f in families}
+
+
+def pooled(family_counts: dict, mode: str) -> dict:
+    """Sum one mode's counts over cue classes: ``{rule, prior, cues, ratio}``."""
+    rule = sum(v[mode]["rule"] for v in family_counts.values() if mode in v)
+    prior = sum(v[mode]["prior"] for v in family_counts.values() if mode in v)
+    cues = sum(v[mode]["cues"] for v in family_counts.values() if mode in v)
+    return {"rule": rule, "prior": prior, "cues": cues, "ratio": (rule + 1) / (prior + 1)}

@@ -58,6 +58,20 @@ def battery_for(cfg: RunConfig) -> list[ProbeItem]:
     return items
 
 
+def build_streams(cfg: RunConfig, corpora_dir: str | Path) -> tuple[Path, Path | None]:
+    """Build (or reuse) the run's corpus and, for a dosed run, its intervened stream beside it.
+
+    The intervened stream depends on (corpus, dose, intervention families and seed) only, so
+    every training seed of a cell shares it."""
+    from .grid import DOSES, parse_dose
+
+    base = build_corpus(cfg.corpus, corpora_dir)
+    if cfg.dose == "none":
+        return base, None
+    name, level = parse_dose(cfg.dose)
+    return base, DOSES.get(name).build(cfg, level, base)
+
+
 def prepare_run(cfg: RunConfig, out: str | Path) -> Path:
     """Validate everything that can be checked before training and create the run folder.
 
@@ -93,12 +107,18 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at
     out = Path(out)
     run_dir = prepare_run(cfg, out)
     items = battery_for(cfg)
-    corpus = load_corpus(build_corpus(cfg.corpus, Path(corpora_dir) if corpora_dir else out / "corpora"))
+    base_path, dosed_path = build_streams(cfg, Path(corpora_dir) if corpora_dir else out / "corpora")
+    corpus = load_corpus(base_path)
     tok = corpus.tokenizer
     d_vocab = tok.get_vocab_size()
     model = build_model(cfg.model, d_vocab, cfg.train.seed)
     plan = DataPlan.for_budget(cfg.train.budget, corpus.rows, corpus.pad_id, cfg.train.steps,
                                cfg.train.batch_size, cfg.train.seed, n_params(model))
+    # A dosed run reads the intervened stream at the steps of its window, the corpus elsewhere;
+    # both plans are pure functions of the step, so resume stays exact.
+    dosed = load_corpus(dosed_path) if dosed_path else None
+    dosed_plan = DataPlan.for_budget(cfg.train.budget, dosed.rows, dosed.pad_id, cfg.train.steps,
+                                     cfg.train.batch_size, cfg.train.seed, n_params(model)) if dosed else None
 
     rank, world = ensure_process_group()
     if cfg.train.batch_size % world:
@@ -115,6 +135,8 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at
         write_json_atomic(run_dir / "run.json", {
             "run_id": cfg.run_id, "d_vocab": d_vocab, "n_params": n_params(model),
             "corpus_path": str(corpus.path), "corpus_sha256": corpus.manifest["sha256"],
+            **({"intervened_corpus_path": str(dosed.path), "intervened_corpus_sha256": dosed.manifest["sha256"],
+                "intervention_window": [cfg.intervention.start_step, cfg.intervention.end_step]} if dosed else {}),
             "unique_rows": plan.unique_rows, "tokens_per_step": cfg.train.batch_size * corpus.manifest["row_tokens"],
             "world_size": world,
             "store": {"path": os.path.relpath(store_path, run_dir.resolve() if store_root else run_dir),
@@ -157,6 +179,7 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at
         store.init_layout(items, metric_names, {"run_id": cfg.run_id, "config": cfg.model_dump(mode="json")})
     schedule = set(cfg.schedule.steps(cfg.train.steps))
     rows = torch.from_numpy(corpus.rows)
+    dosed_rows = torch.from_numpy(dosed.rows) if dosed else None
     loss_sum, loss_n = 0.0, 0
     bar = _progress(progress and rank == 0, cfg, start)
     t0 = time.time()
@@ -177,8 +200,9 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at
                     return run_dir
             if step == cfg.train.steps:
                 break
-            idx = plan.indices(step)[rank * micro : (rank + 1) * micro]
-            x = rows[idx].long().to(dev)
+            src, src_plan = (dosed_rows, dosed_plan) if dosed and cfg.intervention.active(step) else (rows, plan)
+            idx = src_plan.indices(step)[rank * micro : (rank + 1) * micro]
+            x = src[idx].long().to(dev)
             logits = engine(x)
             loss_t = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
                                      ignore_index=corpus.pad_id)

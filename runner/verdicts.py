@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import RunConfig
+from .dose_response import dose_response
 from .prereg import OPS, Locked, Prediction, log_unseal
 from .store import is_run_dir, open_run_store
 from .summary import Classifier, _final, family_figures, smooth
@@ -71,7 +72,7 @@ def run_verdict(run_dir: Path, locked: Locked, unseal: bool = False) -> dict:
     store = open_run_store(run_dir)
     produced = store.attrs.get("first_scored_utc")
     base = {"run": run_dir.name, "corpus": cfg.corpus.name, "budget": cfg.train.budget, "seed": cfg.train.seed,
-            "first_scored_utc": produced, "complete": bool(store.attrs.get("complete"))}
+            "dose": cfg.dose, "first_scored_utc": produced, "complete": bool(store.attrs.get("complete"))}
     if cfg.train.seed in locked.prereg.quarantined_seeds and not unseal:
         return {**base, "sealed": True, "families": {}}
     k = locked.classifier_at(produced)
@@ -93,35 +94,24 @@ def run_verdict(run_dir: Path, locked: Locked, unseal: bool = False) -> dict:
 
 
 def support_ratio(run_dir: Path, family: str) -> dict | None:
-    """Pooled support ratios (over cue classes) of the corpus a run trained on, cached per corpus."""
-    meta = json.loads((run_dir / "run.json").read_text())
-    cdir = Path(meta["corpus_path"])
-    cache = cdir / "support.json"
-    if cache.exists():
-        fams = json.loads(cache.read_text())["families"]
-    elif cdir.exists():
-        from .corpora import load_corpus
-        from .support import count_support
-        from .train import write_json_atomic
+    """Pooled support ratios (over cue classes) of the stream a run trained on: the intervened
+    stream for a dosed run, else its corpus (counted once per corpus and cached)."""
+    from .support import corpus_support, pooled
 
-        c = load_corpus(cdir)
-        cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())
-        fams = count_support(c.rows, c.tokenizer, cfg.probes.families, pad_id=c.pad_id)
-        write_json_atomic(cache, {"corpus": str(cdir), "k": 16, "families": fams})
-    else:
+    meta = json.loads((run_dir / "run.json").read_text())
+    cdir = Path(meta.get("intervened_corpus_path") or meta["corpus_path"])
+    if not cdir.exists():
         return None
+    fams = corpus_support(cdir, [family])
     if family not in fams:
         return None
-    out = {}
-    for mode in next(iter(fams[family].values())):
-        rule = sum(v[mode]["rule"] for v in fams[family].values())
-        prior = sum(v[mode]["prior"] for v in fams[family].values())
-        out[mode] = (rule + 1) / (prior + 1)
-    return out
+    return {mode: pooled(fams[family], mode)["ratio"] for mode in next(iter(fams[family].values()))}
 
 
 def _select(run: dict, sel: dict) -> bool:
-    return all(str(run.get(key)) == str(val) for key, val in sel.items())
+    """A selector that names no dose selects undosed runs only."""
+    run = {"dose": "none", **run}
+    return all(str(run.get(key)) == str(val) for key, val in {"dose": "none", **sel}.items())
 
 
 def score_prediction(pred: Prediction, runs: list[dict]) -> dict:
@@ -166,6 +156,7 @@ def across_runs(runs: list[dict], run_dirs: dict[str, Path]) -> dict:
                 continue
             ratio = support_ratio(run_dirs[r["run"]], fam) or {}
             rows.append({"run": r["run"], "corpus": r["corpus"], "budget": r["budget"], "seed": r["seed"],
+                         "dose": r.get("dose", "none"),
                          "label": f["label"], "final": f["final"], "peak": f["peak"],
                          "support_ratio": ratio.get("windowed"), "contested_ratio": ratio.get("contested")})
         law = {}
@@ -179,8 +170,9 @@ def across_runs(runs: list[dict], run_dirs: dict[str, Path]) -> dict:
                 law[key] = {"spearman_rho": _spearman(xs, ys), "n": len(pts), "separates": sep,
                             "threshold": (min(surv) + max(disp)) / 2 if sep else None}
         depth = {}
-        for b in sorted({r["budget"] for r in rows}):
-            em = [r for r in rows if r["budget"] == b]
+        undosed = [r for r in rows if r["dose"] == "none"]
+        for b in sorted({r["budget"] for r in undosed}):
+            em = [r for r in undosed if r["budget"] == b]
             depth[b] = {"n": len(em), "mean_final": float(np.mean([r["final"] for r in em])),
                         "mean_depth": float(np.mean([r["peak"] - r["final"] for r in em]))}
         out[fam] = {"runs": rows, "support_law": law, "budget_effect": depth}
@@ -194,12 +186,39 @@ def verdict(path: str | Path, locked: Locked, unseal: bool = False) -> dict:
         log_unseal(locked.path, [d.name for d in dirs])
     runs = [run_verdict(d, locked, unseal) for d in dirs]
     by_name = {d.name: d for d in dirs}
+    k = locked.classifier_at(None)
+    dr = dose_response(runs, lambda r, fam: support_ratio(by_name[r["run"]], fam), k.displaced, k.recovered)
     return {
         "prereg": {"path": locked.path, "sha256": locked.record["sha256"], "locked_utc": locked.locked_utc,
                    "git_commit": locked.record.get("git_commit"), "amendments": locked.record["amendments"]},
         "unsealed": unseal,
         "runs": runs,
         "across": across_runs([r for r in runs if not r["sealed"]], by_name),
+        "dose_response": dr,
         "predictions": [score_prediction(p, runs) for p in locked.prereg.predictions],
         "falsifiers": [score_prediction(p, runs) for p in locked.prereg.falsifiers],
+        "dose_predictions": [score_dose_prediction(p, dr, runs) for p in locked.prereg.dose_predictions],
     }
+
+
+def score_dose_prediction(pred, dr: dict, runs: list[dict]) -> dict:
+    """PASS / FAIL on a dose-response group's rho; VOID without the group, its baseline, or
+    enough levels."""
+    res = {"id": pred.id, "text": pred.text, "family": pred.family,
+           "select": {"intervention": pred.intervention, "corpus": pred.corpus, "budget": pred.budget},
+           "rule": f"{pred.quantity} {pred.op} {pred.value}"}
+    g = next((g for g in dr["groups"] if (g["intervention"], g["corpus"], g["budget"], g["family"])
+              == (pred.intervention, pred.corpus, pred.budget, pred.family)), None)
+    used = [lv for lv in (g["levels"] if g else [])]
+    names = {lv["dose_name"] for lv in used}
+    matched = [r for r in runs if not r.get("sealed") and r.get("complete") and r["corpus"] == pred.corpus
+               and r["budget"] == pred.budget and (r["dose"] in names or (r["dose"] == "none" and "none" in names))]
+    status = "confirmatory" if matched and all(r["status"] == "confirmatory" for r in matched) else "exploratory"
+    if g is None or not g["has_baseline"]:
+        return {**res, "result": "VOID", "why": "no dose-0 baseline and dosed runs for this group", "status": status}
+    if len(used) < pred.min_levels:
+        return {**res, "result": "VOID", "why": f"{len(used)} dose levels, {pred.min_levels} needed", "status": status}
+    v = g[pred.quantity]
+    if v is None:
+        return {**res, "result": "VOID", "why": "rho undefined (constant values)", "status": status}
+    return {**res, "values": [v], "result": "PASS" if OPS[pred.op](v, pred.value) else "FAIL", "status": status}

@@ -1,0 +1,117 @@
+"""Dose-response across runs: does flipping support kill a rule, does injecting it rescue one?
+
+Runs are grouped by (intervention, corpus, budget); the runs of the same corpus and budget with
+dose ``none`` are the dose-0 baseline of that group. Per rule family and dose level: the
+seed-mean final contrast margin (CM_final) and conflict final, the labels, and the support the
+model actually saw (pooled over cue classes, counted on the intervened stream). Across levels,
+including the baseline: Spearman rho(dose, seed-mean CM_final) and rho(dose, seed-mean final).
+
+The asymmetry table answers, per intervention and family: does any dose bring the seed-mean
+final to DISPLACED (<= ``displaced``) or to RECOVERED (>= ``recovered``), and from which dose.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .grid import parse_dose
+
+
+def _spearman(x, y) -> float | None:
+    from scipy.stats import spearmanr
+
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    return float(spearmanr(x, y).statistic)
+
+
+def dose_response(runs: list[dict], support_of, displaced: float = 0.6, recovered: float = 0.8) -> dict:
+    """``runs``: run verdicts (with ``dose``, ``corpus``, ``budget``, ``complete``, ``families``);
+    ``support_of(run, family) -> {mode: ratio}``. Returns ``{"groups": [...], "asymmetry": [...]}``."""
+    done = [r for r in runs if r.get("complete") and not r.get("sealed")]
+    baselines = defaultdict(list)
+    dosed = defaultdict(list)
+    for r in done:
+        name, level = parse_dose(r.get("dose", "none"))
+        if name == "none":
+            baselines[(r["corpus"], r["budget"])].append(r)
+        else:
+            dosed[(name, r["corpus"], r["budget"])].append((level, r))
+    groups, asym = [], []
+    for (name, corpus, budget), items in sorted(dosed.items()):
+        fams = sorted({f for _, r in items for f in r["families"]})
+        for fam in fams:
+            by_level = defaultdict(list)
+            for r in baselines.get((corpus, budget), []):
+                by_level[0.0].append(r)
+            for level, r in items:
+                by_level[level].append(r)
+            levels = []
+            for level in sorted(by_level):
+                rs = [r for r in by_level[level] if "final" in r["families"].get(fam, {})]
+                if not rs:
+                    continue
+                figs = [r["families"][fam] for r in rs]
+                sup = support_of(rs[0], fam) or {}
+                levels.append({
+                    "dose": level, "dose_name": "none" if level == 0 else f"{name}:{level:g}", "n_seeds": len(rs),
+                    "seeds": [r["seed"] for r in rs], "labels": [f["label"] for f in figs],
+                    "finals": [f["final"] for f in figs], "cm_finals": [f["cm_final"] for f in figs],
+                    "mean_final": float(np.mean([f["final"] for f in figs])),
+                    "mean_cm_final": float(np.mean([f["cm_final"] for f in figs])),
+                    "controls_valid": all(f.get("control_valid") for f in figs),
+                    "support_windowed": sup.get("windowed"), "support_contested": sup.get("contested"),
+                })
+            xs = [lv["dose"] for lv in levels]
+            g = {"intervention": name, "corpus": corpus, "budget": budget, "family": fam, "levels": levels,
+                 "has_baseline": bool(levels and levels[0]["dose"] == 0.0),
+                 "rho_cm_final": _spearman(xs, [lv["mean_cm_final"] for lv in levels]),
+                 "rho_final": _spearman(xs, [lv["mean_final"] for lv in levels])}
+            groups.append(g)
+            means = [lv["mean_final"] for lv in levels]
+            kill_at = next((lv["dose"] for lv in levels if lv["dose"] > 0 and lv["mean_final"] <= displaced), None)
+            rescue_at = next((lv["dose"] for lv in levels if lv["dose"] > 0 and lv["mean_final"] >= recovered), None)
+            asym.append({
+                "intervention": name, "corpus": corpus, "family": fam,
+                "baseline_final": levels[0]["mean_final"] if g["has_baseline"] else None,
+                "kills": kill_at is not None, "kills_from_dose": kill_at,
+                "rescues": rescue_at is not None, "rescues_from_dose": rescue_at,
+                "monotone_final": bool(all(b <= a + 1e-9 for a, b in zip(means, means[1:]))) if name == "kill"
+                else bool(all(b >= a - 1e-9 for a, b in zip(means, means[1:]))),
+                "max_dose": max(xs) if xs else None,
+                "max_support_contested": max((lv["support_contested"] or 0) for lv in levels) if levels else None,
+                "rho_cm_final": g["rho_cm_final"],
+            })
+    return {"groups": groups, "asymmetry": asym}
+
+
+def plot_dose_response(dr: dict, path: Path) -> Path | None:
+    """One panel per (intervention, family): CM_final per seed (dots) and seed mean (line) vs dose."""
+    if not dr["groups"]:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gs = dr["groups"]
+    fig, axes = plt.subplots(1, len(gs), figsize=(4.2 * len(gs), 3.4), squeeze=False)
+    for ax, g in zip(axes[0], gs):
+        xs = [lv["dose"] for lv in g["levels"]]
+        for lv in g["levels"]:
+            ax.scatter([lv["dose"]] * len(lv["cm_finals"]), lv["cm_finals"], color="tab:gray", s=14, zorder=3)
+        ax.plot(xs, [lv["mean_cm_final"] for lv in g["levels"]], color="black", marker="o", label="seed mean")
+        ax.axhline(0, color="tab:red", lw=0.7, ls=":")
+        ax.set_xscale("symlog", linthresh=min([x for x in xs if x > 0] or [0.01]))
+        ax.set_xlabel(f"{g['intervention']} dose (0 = baseline)")
+        ax.set_ylabel("CM final (nats)")
+        rho = g["rho_cm_final"]
+        ax.set_title(f"{g['family']} on {g['corpus']}/{g['budget']}\nrho(dose, CM final) = "
+                     f"{rho:+.2f}" if rho is not None else f"{g['family']} on {g['corpus']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
