@@ -257,10 +257,24 @@ def verdict(
     sb = Table(title="scoreboard")
     for col in ("id", "rule", "result", "status", "values / why"):
         sb.add_column(col)
-    for p in v["predictions"] + v["falsifiers"]:
+    for p in v["predictions"] + v["falsifiers"] + v["dose_predictions"]:
         sb.add_row(p["id"], f"{p['family']} {p['select']}: {p['rule']}", p["result"], p["status"],
                    p.get("why") or str([round(x, 3) if isinstance(x, float) else x for x in p.get("values", [])]))
     console.print(sb)
+    if v["dose_response"]["groups"]:
+        dt = Table(title="dose-response (dose 0 = undosed runs of the same corpus and budget)")
+        for col in ("intervention", "family", "corpus", "dose", "seeds", "support seen (contested)",
+                    "mean final", "mean CM final", "labels"):
+            dt.add_column(col)
+        for g in v["dose_response"]["groups"]:
+            for lv in g["levels"]:
+                sup = lv["support_contested"]
+                dt.add_row(g["intervention"], g["family"], f"{g['corpus']}/{g['budget']}", lv["dose_name"],
+                           str(lv["n_seeds"]), f"{sup:.3g}" if sup is not None else "-", f"{lv['mean_final']:.3f}",
+                           f"{lv['mean_cm_final']:+.2f}", ", ".join(lv["labels"]))
+            rho = g["rho_cm_final"]
+            dt.add_row("", "", "", "rho(dose, CM final)", "", "", "", f"{rho:+.2f}" if rho is not None else "-", "")
+        console.print(dt)
     dest = json_out or (path / "verdict.json")
     write_json_atomic(dest, json.loads(json.dumps(v, default=str)))
     console.print(f"wrote {dest}")
@@ -293,6 +307,7 @@ def sweep(
     node_ip_address: Optional[str] = typer.Option(None, help="this node's address for Ray (default 127.0.0.1 when local)"),
     dashboard: bool = typer.Option(False, help="start Ray's dashboard on 127.0.0.1 (local Ray only)"),
     progress: bool = typer.Option(True, help="live table of cells"),
+    reuse: Optional[list[Path]] = typer.Option(None, help="another sweep folder whose complete cells with the same run id are copied in, not recomputed (repeatable)"),
 ) -> None:
     """Run the grid on Ray; rerunning skips finished cells and resumes unfinished ones."""
     from runner.grid import GridError, load_grid
@@ -305,7 +320,7 @@ def sweep(
     out = out or Path("runs/sweeps") / g.name
     try:
         res = run_sweep(spec, out, address=address, num_cpus=num_cpus, progress=progress, dashboard=dashboard,
-                        node_ip=node_ip_address, log=console.print)
+                        node_ip=node_ip_address, log=console.print, reuse=reuse)
     except (GridError, StreamError) as e:
         raise UserError(str(e)) from None
     console.print(f"sweep {res['sweep']}: {res['cells']} cells, ran {res['ran']}, skipped {res['skipped']}, "

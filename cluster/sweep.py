@@ -217,6 +217,45 @@ class Sweep:
         return group_complete(self.store_path, f"runs/{run_id}")
 
 
+def _copy_tree(src: Path, dest: Path) -> None:
+    """Copy a folder by hard links where the filesystem allows (else plain copies), atomically:
+    into a temporary sibling, then renamed into place."""
+    import shutil
+
+    def link(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    tmp = dest.with_name(f".{dest.name}.reuse-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, copy_function=link)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+
+
+def reuse_complete(sw: "Sweep", sources: list[Path], log=print) -> dict[str, str]:
+    """Take complete cells from other sweeps instead of recomputing them.
+
+    A cell is taken when a source sweep holds a *complete* run with the same run id (the same
+    resolved config, so the same numbers): its run folder and its store group are copied in (the
+    store group last, so a copy cut short is simply not complete). Returns ``{run_id: source}``."""
+    taken: dict[str, str] = {}
+    for c in sw.cells:
+        if sw.is_complete(c.run_id):
+            continue
+        for src in sources:
+            src = Path(src)
+            if group_complete(src / "store.zarr", f"runs/{c.run_id}") and (src / "runs" / c.run_id).is_dir():
+                _copy_tree(src / "runs" / c.run_id, sw.dir / "runs" / c.run_id)
+                _copy_tree(src / "store.zarr" / "runs" / c.run_id, sw.store_path / "runs" / c.run_id)
+                taken[c.run_id] = str(src)
+                log(f"{c.label}: complete in {src}, reused")
+                break
+    return taken
+
+
 def prepare_sweep(spec_file: str | Path, sweep_dir: str | Path) -> Sweep:
     """Validate the spec, create the folder, the store's root groups and the manifest."""
     import zarr
@@ -243,7 +282,7 @@ def prepare_sweep(spec_file: str | Path, sweep_dir: str | Path) -> Sweep:
 
 def run_sweep(spec_file: str | Path, sweep_dir: str | Path, *, address: str | None = None,
               num_cpus: int | None = None, progress: bool = True, dashboard: bool = False,
-              node_ip: str | None = None, on_update=None, log=print) -> dict:
+              node_ip: str | None = None, on_update=None, log=print, reuse: list[Path] | None = None) -> dict:
     """Run every unfinished cell of the grid on Ray; returns the sweep's final summary.
 
     ``summary["failed"]`` lists cells whose task raised (with tracebacks in the manifest).
@@ -251,6 +290,7 @@ def run_sweep(spec_file: str | Path, sweep_dir: str | Path, *, address: str | No
     import ray
 
     sw = prepare_sweep(spec_file, sweep_dir)
+    reused = reuse_complete(sw, list(reuse or []), log)
     started_here = not ray.is_initialized()
     if started_here:
         init_ray(address, num_cpus, dashboard, node_ip)
@@ -263,7 +303,8 @@ def run_sweep(spec_file: str | Path, sweep_dir: str | Path, *, address: str | No
         todo = []
         for c in sw.cells:
             if sw.is_complete(c.run_id):
-                states[c.run_id] = {"state": "complete", "skipped": True}
+                states[c.run_id] = {"state": "complete", "skipped": True,
+                                    **({"reused_from": reused[c.run_id]} if c.run_id in reused else {})}
             else:
                 todo.append(c)
         opts = {"num_cpus": r.num_cpus, "num_gpus": r.num_gpus, "resources": r.custom or None,

@@ -8,8 +8,9 @@ A spec file (TOML)::
     budgets = ["packed", "dn5", "dn15"]
     seeds = [42, 43, 44]
     doses = ["none"]                      # "<intervention>:<level>"; interventions register in DOSES
-    # a corpus table may carry its own doses, e.g. kill where the rule survives, rescue where it dies:
-    #   corpora = [{name = "stories", doses = ["none", "kill:1.0"]}, {name = "web", doses = ["rescue:3"]}]
+    # a corpus table may carry its own doses, budgets or seeds, e.g. kill where the rule survives,
+    # rescue where it dies:
+    #   corpora = [{name = "stories", doses = ["none", "kill:1.0"]}, {name = "web", doses = ["rescue:3"], seeds = [42]}]
     [model]  / [optim] / [train] / [schedule] / [probes] / [corpus] / [intervention]   # RunConfig sections
     [resources]
     num_cpus = 1                          # per run
@@ -103,19 +104,26 @@ class Axes(BaseModel):
 
     @field_validator("corpora")
     @classmethod
-    def _corpus_doses(cls, v: list) -> list:
+    def _corpus_axes(cls, v: list) -> list:
+        checks = {"doses": _check_doses, "seeds": cls._unique_seeds, "budgets": cls._budgets}
         for c in v:
             if isinstance(c, dict):
                 if "name" not in c:
                     raise ValueError(f"corpus table {c} needs a name")
-                if "doses" in c:
-                    if not isinstance(c["doses"], list) or not c["doses"]:
-                        raise ValueError(f"corpus {c['name']!r}: doses must be a non-empty list")
-                    _check_doses(c["doses"])
+                for axis, check in checks.items():
+                    if axis in c:
+                        if not isinstance(c[axis], list) or not c[axis]:
+                            raise ValueError(f"corpus {c['name']!r}: {axis} must be a non-empty list")
+                        try:
+                            check(c[axis])
+                        except ValueError as e:
+                            raise ValueError(f"corpus {c['name']!r}: {axis}: {e}") from None
         return v
 
-    def doses_for(self, corpus: str | dict[str, Any]) -> list[str]:
-        return corpus.get("doses", self.doses) if isinstance(corpus, dict) else self.doses
+    def axis_for(self, corpus: str | dict[str, Any], axis: str) -> list:
+        """The corpus table's own list for ``axis`` (doses, seeds, budgets), else the grid's."""
+        own = corpus.get(axis) if isinstance(corpus, dict) else None
+        return own if own is not None else getattr(self, axis)
 
 
 def _check_doses(v: list[str]) -> list[str]:
@@ -160,10 +168,11 @@ class GridSpec(BaseModel):
         out = []
         for c in self.axes.corpora:
             corpus = {**self.corpus, **({"name": c} if isinstance(c, str) else c)}
-            corpus.pop("doses", None)
-            for b in self.axes.budgets:
-                for d in self.axes.doses_for(c):
-                    for s in self.axes.seeds:
+            for axis in ("doses", "seeds", "budgets"):
+                corpus.pop(axis, None)
+            for b in self.axes.axis_for(c, "budgets"):
+                for d in self.axes.axis_for(c, "doses"):
+                    for s in self.axes.axis_for(c, "seeds"):
                         try:
                             cfg = RunConfig(corpus=corpus, model=self.model, optim=self.optim,
                                             train={**self.train, "budget": b, "seed": s}, schedule=self.schedule,

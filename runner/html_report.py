@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from .prereg import Locked, unregistered
+from .dose_response import plot_dose_response
 from .report import plot_run
 from .verdicts import find_runs, verdict
 
@@ -74,6 +75,41 @@ def plot_support(v: dict, path: Path) -> Path | None:
     return path
 
 
+def _dose_sections(dr: dict, out: Path) -> list[str]:
+    """The interventions: the asymmetry table, the dose-response table and its plot."""
+    if not dr["groups"]:
+        return []
+    yes = lambda b, d: f"yes, from {d:g}" if b else "no"  # noqa: E731
+    rows = "".join(
+        f"<tr><td class=l>{a['intervention']}</td><td class=l>{a['family']}</td><td class=l>{a['corpus']}</td>"
+        f"<td>{_fmt(a['baseline_final'])}</td><td>{yes(a['kills'], a['kills_from_dose'])}</td>"
+        f"<td>{yes(a['rescues'], a['rescues_from_dose'])}</td><td>{'yes' if a['monotone_final'] else 'no'}</td>"
+        f"<td>{_fmt(a['max_dose'])}</td><td>{_fmt(a['max_support_contested'])}</td><td>{_fmt(a['rho_cm_final'])}</td></tr>"
+        for a in dr["asymmetry"])
+    parts = ["<h2>Interventions: the asymmetry</h2><p>Kill flips rule-winning events to counter-evidence in "
+             "place; rescue injects rule-winning events. <i>Kills</i>: the seed-mean conflict final reaches "
+             "DISPLACED at some dose; <i>rescues</i>: it reaches RECOVERED.</p><table><tr><th class=l>intervention</th>"
+             "<th class=l>family</th><th class=l>corpus</th><th>baseline final</th><th>kills?</th><th>rescues?</th>"
+             "<th>monotone</th><th>max dose</th><th>max contested support seen</th><th>ρ(dose, CM final)</th></tr>"
+             f"{rows}</table>"]
+    body = ""
+    for g in dr["groups"]:
+        for lv in g["levels"]:
+            body += (f"<tr><td class=l>{g['intervention']}</td><td class=l>{g['family']}</td><td class=l>"
+                     f"{g['corpus']}/{g['budget']}</td><td class=l>{lv['dose_name']}</td><td>{lv['n_seeds']}</td>"
+                     f"<td>{_fmt(lv['support_contested'])}</td><td>{_fmt(lv['support_windowed'])}</td>"
+                     f"<td>{_fmt(lv['mean_final'])}</td><td>{_fmt(lv['mean_cm_final'])}</td>"
+                     f"<td class=l>{', '.join(lv['labels'])}</td><td>{'valid' if lv['controls_valid'] else 'INVALID'}</td></tr>")
+    parts.append("<h3>Dose-response (dose 0 = the undosed runs of the same corpus and budget)</h3><table><tr>"
+                 "<th class=l>intervention</th><th class=l>family</th><th class=l>corpus</th><th class=l>dose</th>"
+                 "<th>seeds</th><th>support seen (contested)</th><th>support seen (windowed)</th><th>mean final</th>"
+                 f"<th>mean CM final</th><th class=l>labels</th><th>controls</th></tr>{body}</table>")
+    png = plot_dose_response(dr, out / "dose_response.png")
+    if png:
+        parts.append(_img(png))
+    return parts
+
+
 def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = False,
                  out_dir: str | Path | None = None) -> Path:
     """Compute the verdict and write ``<out_dir>/index.html`` (default ``<path>/report``)."""
@@ -100,7 +136,8 @@ def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = 
         parts.append("<p><b>No pre-registration given</b>: default constants, every figure is exploratory.</p>")
     if v["unsealed"]:
         parts.append("<p><b>Quarantined seeds were unsealed for this report (logged).</b></p>")
-    for title, key in (("Scoreboard: predictions", "predictions"), ("Falsifiers", "falsifiers")):
+    for title, key in (("Scoreboard: predictions", "predictions"), ("Falsifiers", "falsifiers"),
+                       ("Scoreboard: dose-response predictions", "dose_predictions")):
         if v[key]:
             rows = "".join(
                 f"<tr class={p['result']}><td class=l>{html.escape(p['id'])}</td><td class=l>{html.escape(p['text'])}</td>"
@@ -114,7 +151,7 @@ def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = 
     head = "".join(f"<th>{f}<br>label</th><th>final [95% CI]</th><th>peak</th><th>control</th><th>onset</th>"
                    f"<th>CM cross (lag)</th>" for f in fams)
     rows = []
-    for r in sorted(v["runs"], key=lambda r: (r["corpus"], r["budget"], r["seed"])):
+    for r in sorted(v["runs"], key=lambda r: (r["corpus"], r["budget"], r.get("dose", "none"), r["seed"])):
         cells = ""
         for f in fams:
             x = r["families"].get(f, {})
@@ -124,9 +161,11 @@ def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = 
                       f"<td>{'valid' if x.get('control_valid') else ('INVALID' if x else '–')}</td>"
                       f"<td>{_fmt(x.get('onset'))}</td><td>{_fmt(x.get('cm_cross'))}{lag}</td>")
         status = "sealed" if r["sealed"] else r["status"] + ("" if r["complete"] else " (still training)")
-        rows.append(f"<tr><td class=l>{r['corpus']}</td><td class=l>{r['budget']}</td><td>{r['seed']}</td>"
+        rows.append(f"<tr><td class=l>{r['corpus']}</td><td class=l>{r['budget']}</td>"
+                    f"<td class=l>{r.get('dose', 'none')}</td><td>{r['seed']}</td>"
                     f"<td class='l {status}'>{status}</td>{cells}</tr>")
-    parts.append("<h2>Phase table</h2><table><tr><th class=l>corpus</th><th class=l>budget</th><th>seed</th>"
+    parts.append("<h2>Phase table</h2><table><tr><th class=l>corpus</th><th class=l>budget</th><th class=l>dose</th>"
+                 "<th>seed</th>"
                  f"<th class=l>status</th>{head}</tr>{''.join(rows)}</table>")
     law_rows = ""
     for f, a in v["across"].items():
@@ -140,6 +179,7 @@ def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = 
         sp = plot_support(v, out / "support_vs_final.png")
         if sp:
             parts.append(_img(sp))
+    parts += _dose_sections(v["dose_response"], out)
     parts.append("<h2>Trajectories</h2>")
     for r in v["runs"]:
         if r["sealed"]:
