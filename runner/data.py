@@ -69,3 +69,25 @@ class DataPlan:
             cache.clear()
             cache[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.unique_rows)
         return cache[epoch]
+
+
+@dataclass
+class Streams:
+    """The rows a run reads at each step: its corpus, or, at the steps of its intervention window,
+    the intervened stream (each with its own plan; both pure functions of the step)."""
+
+    rows: np.ndarray
+    plan: DataPlan
+    dosed_rows: np.ndarray | None = None
+    dosed_plan: DataPlan | None = None
+    active: object = None  # step -> bool: read the intervened stream at this step?
+
+    def source(self, step: int) -> tuple[np.ndarray, DataPlan]:
+        if self.dosed_rows is not None and self.active(step):
+            return self.dosed_rows, self.dosed_plan
+        return self.rows, self.plan
+
+    def batch(self, step: int, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Rows ``lo:hi`` of the step's batch (a rank's slice under data parallelism)."""
+        rows, plan = self.source(step)
+        return rows[plan.indices(step)[lo:hi]]

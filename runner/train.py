@@ -30,7 +30,7 @@ from . import vocab as V
 from .batteries import ProbeItem, read_battery
 from .config import RunConfig
 from .corpora import build_corpus, load_corpus
-from .data import DataPlan
+from .data import DataPlan, Streams
 from .dist import device, ensure_process_group
 from .model import build_model, n_params, save_weights, weights_path
 from .rules import RULES
@@ -117,8 +117,11 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at
     # A dosed run reads the intervened stream at the steps of its window, the corpus elsewhere;
     # both plans are pure functions of the step, so resume stays exact.
     dosed = load_corpus(dosed_path) if dosed_path else None
-    dosed_plan = DataPlan.for_budget(cfg.train.budget, dosed.rows, dosed.pad_id, cfg.train.steps,
-                                     cfg.train.batch_size, cfg.train.seed, n_params(model)) if dosed else None
+    streams = Streams(corpus.rows, plan)
+    if dosed:
+        streams = Streams(corpus.rows, plan, dosed.rows, DataPlan.for_budget(
+            cfg.train.budget, dosed.rows, dosed.pad_id, cfg.train.steps, cfg.train.batch_size, cfg.train.seed,
+            n_params(model)), cfg.intervention.active)
 
     rank, world = ensure_process_group()
     if cfg.train.batch_size % world:
@@ -178,8 +181,6 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at
     if store is not None:
         store.init_layout(items, metric_names, {"run_id": cfg.run_id, "config": cfg.model_dump(mode="json")})
     schedule = set(cfg.schedule.steps(cfg.train.steps))
-    rows = torch.from_numpy(corpus.rows)
-    dosed_rows = torch.from_numpy(dosed.rows) if dosed else None
     loss_sum, loss_n = 0.0, 0
     bar = _progress(progress and rank == 0, cfg, start)
     t0 = time.time()
@@ -200,9 +201,7 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at
                     return run_dir
             if step == cfg.train.steps:
                 break
-            src, src_plan = (dosed_rows, dosed_plan) if dosed and cfg.intervention.active(step) else (rows, plan)
-            idx = src_plan.indices(step)[rank * micro : (rank + 1) * micro]
-            x = src[idx].long().to(dev)
+            x = torch.from_numpy(streams.batch(step, rank * micro, (rank + 1) * micro)).long().to(dev)
             logits = engine(x)
             loss_t = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
                                      ignore_index=corpus.pad_id)

@@ -40,7 +40,7 @@ def test_demo_spec_is_valid():
     (GOOD.replace("seeds = [1, 2]", "seeds = []"), "axes.seeds: List should have at least 1 item"),
     (GOOD.replace("seeds = [1, 2]", "seeds = [1, 1]"), "axes.seeds: duplicate seeds [1]"),
     (GOOD.replace('"dn5"', '"dn-5"'), "axes.budgets"),
-    (GOOD.replace("[train]", 'doses = ["kill:0.5"]\n[train]'), "unknown intervention 'kill'"),
+    (GOOD.replace("[train]", 'doses = ["heal:0.5"]\n[train]'), "unknown intervention 'heal'"),
     (GOOD.replace('"stories"', '"nope"'), "unknown corpus 'nope'"),
     (GOOD + "\n[resources]\nnum_cpus = 0\n", "resources.num_cpus"),
     (GOOD.replace("steps = 100", "steps = 100000"), "corpus.n_stories"),
@@ -49,3 +49,31 @@ def test_bad_specs_name_the_field(tmp_path, text, needle):
     with pytest.raises(GridError) as e:
         load_grid(_spec(tmp_path, text))
     assert needle in str(e.value)
+
+
+def test_corpus_tables_carry_their_own_axes(tmp_path):
+    import interventions  # noqa: F401  (registers kill and rescue)
+
+    text = GOOD.replace('corpora = ["web", "stories"]',
+                        'corpora = [{name = "stories", doses = ["none", "kill:1.0"]}, '
+                        '{name = "web", doses = ["rescue:3"], seeds = [5]}]')
+    cells = load_grid(_spec(tmp_path, text)).cells()
+    labels = [c.label for c in cells]
+    assert labels == ["stories/packed/none/s1", "stories/packed/none/s2", "stories/packed/kill:1.0/s1",
+                      "stories/packed/kill:1.0/s2", "stories/dn5/none/s1", "stories/dn5/none/s2",
+                      "stories/dn5/kill:1.0/s1", "stories/dn5/kill:1.0/s2", "web/packed/rescue:3/s5",
+                      "web/dn5/rescue:3/s5"]
+    assert cells[0].config.corpus.name == "stories" and cells[2].config.dose == "kill:1.0"
+
+
+@pytest.mark.parametrize("table,needle", [
+    ('{name = "web", doses = ["kill:2"]}', "kill rate 2.0 must be in (0, 1]"),
+    ('{name = "web", seeds = [3, 3]}', "corpus 'web': seeds: duplicate seeds [3]"),
+    ('{name = "web", doses = []}', "corpus 'web': doses must be a non-empty list"),
+])
+def test_bad_corpus_tables_name_the_field(tmp_path, table, needle):
+    import interventions  # noqa: F401
+
+    with pytest.raises(GridError) as e:
+        load_grid(_spec(tmp_path, GOOD.replace('corpora = ["web", "stories"]', f"corpora = [{table}]")))
+    assert needle in str(e.value) and "axes.corpora" in str(e.value)
