@@ -106,4 +106,5 @@ def test_gate_violation_stops_the_sweep_before_any_run(tmp_path, local_ray):
                  probes_extra=f'battery = "{battery}"\nfamilies = ["pronoun_gender"]')
     with pytest.raises(StreamError, match="injected cue '(Ava|Otto)' is a probe cue"):
         run_sweep(spec, tmp_path / "leak", progress=False)
-    assert not any((tmp_path / "leak" / "runs").iterdir())  # no run was started
+    runs = tmp_path / "leak" / "runs"
+    assert not runs.exists() or not any(runs.iterdir())  # no run was started
