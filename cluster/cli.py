@@ -68,6 +68,57 @@ def corpus_build(
     console.print(f"[bold]{path}[/]: {m['n_rows']:,} rows, {m['n_tokens']:,} tokens, sha256 {m['sha256'][:16]}…")
 
 
+@corpus_app.command("intervene")
+def corpus_intervene(
+    dose: str = typer.Argument(..., help="kill:<rate> | rescue:<dose>, e.g. kill:0.437 or rescue:3"),
+    preset: str = typer.Option("stories", help="base corpus: stories | web | synthetic | hf:<dataset folder>"),
+    seed: int = typer.Option(0, help="corpus generator seed"),
+    out: Path = typer.Option(Path("runs/corpora"), help="parent folder of built corpora"),
+    n_stories: Optional[int] = typer.Option(None, help="rows (stories); default 160,000"),
+    support: Optional[float] = typer.Option(None, help="override the preset's support (0..1]"),
+    families: str = typer.Option("pronoun_gender,number_agreement", help="rule families to edit (comma-separated)"),
+    edit_seed: int = typer.Option(0, help="seed of the edit (which events flip, where injections go)"),
+) -> None:
+    """Build an intervened stream (kill or rescue) beside its corpus and print what it did."""
+    from rich.table import Table
+
+    from interventions import InterventionError
+    from runner.config import RunConfig
+    from runner.support import pooled
+    from runner.train import build_streams
+
+    fams = tuple(f.strip() for f in families.split(",") if f.strip())
+    cfg_c = _corpus_config(preset, seed, n_stories, support, "text")
+    try:
+        cfg = RunConfig(corpus=cfg_c, probes={"families": fams}, dose=dose,
+                        intervention={"families": fams, "seed": edit_seed}, train={"budget": "dn1"})
+    except ValidationError as e:
+        raise UserError(_validation_message(e)) from None
+    if cfg.dose == "none":
+        raise UserError("dose: give kill:<rate> or rescue:<dose>, not none")
+    try:
+        base, dosed = build_streams(cfg, out)
+    except InterventionError as e:
+        raise UserError(str(e)) from None
+    m = json.loads((dosed / "manifest.json").read_text())
+    base_support = json.loads((base / "manifest.json").read_text())
+    from runner.support import corpus_support
+
+    before = corpus_support(base, fams)
+    t = Table(title=f"{dosed}: {m['n_tokens']:,} tokens ({base_support['n_tokens']:,} before), sha256 {m['sha256'][:16]}…")
+    for col in ("family", "edit", "contested support before", "after", "windowed before", "after"):
+        t.add_column(col)
+    for f in fams:
+        g = m["generator"]["per_family"][f]
+        edit = (f"{g['n_flipped']:,} of {sum(g['eligible'].values()):,} rule-winning events flipped"
+                if m["generator"]["kind"] == "kill" else
+                f"{g['injected_events']:,} events injected in {g['injected_rows']:,} rows "
+                f"({g['reference']['per_token']:.3g}/token x {m['generator']['dose']:g})")
+        t.add_row(f, edit, f"{pooled(before[f], 'contested')['ratio']:.3g}", f"{pooled(m['support'][f], 'contested')['ratio']:.3g}",
+                  f"{pooled(before[f], 'windowed')['ratio']:.3g}", f"{pooled(m['support'][f], 'windowed')['ratio']:.3g}")
+    console.print(t)
+
+
 @app.command()
 def support(
     corpus: Path = typer.Argument(..., help="a built corpus folder (runs/corpora/web-s0)"),
