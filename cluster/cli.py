@@ -412,6 +412,38 @@ def submit(
         raise typer.Exit(1)
 
 
+@app.command()
+def public(
+    models: str = typer.Option(..., help="comma-separated model names, e.g. pythia-70m,pythia-160m,pythia-410m"),
+    revisions: str = typer.Option("pythia:12", help="step0,step1000,... | pythia (the whole schedule) | pythia:N (N spread over it)"),
+    source: str = typer.Option("hub", help="hub[:<org>] (Hugging Face; honours HF_HUB_OFFLINE and its cache) or local:<dir> (a mirror <dir>/<model>/<revision>/)"),
+    battery: Path = typer.Option(..., help="probe battery JSONL, e.g. ../shared/reference/batteries/rvp4.jsonl"),
+    out: Path = typer.Option(Path("runs/public"), help="one run folder per model is written here"),
+    families: Optional[str] = typer.Option(None, help="comma-separated battery families (default: all)"),
+    address: Optional[str] = typer.Option(None, help="an existing Ray cluster; default: local Ray in-process"),
+    num_cpus: Optional[int] = typer.Option(None, help="CPUs for the local Ray (default: all)"),
+    cpus_per_task: float = typer.Option(1, help="CPUs per (model, revision) task"),
+    progress: bool = typer.Option(True, help="progress bar"),
+) -> None:
+    """Score public checkpoint series (Pythia or any GPT-NeoX-style suite) with the probes, on Ray."""
+    from mech.public import PublicError
+    from runner.batteries import BatteryError
+    from cluster.public import run_public
+
+    fams = [f.strip() for f in families.split(",")] if families else None
+    try:
+        res = run_public([m.strip() for m in models.split(",")], revisions, source, battery, out,
+                         address=address, num_cpus=num_cpus, cpus_per_task=cpus_per_task, families=fams,
+                         progress=progress, log=console.print)
+    except (PublicError, BatteryError) as e:
+        raise UserError(str(e)) from None
+    console.print(f"scored {res['scored']}, skipped {res['skipped']} (already scored), failed {len(res['failed'])}; "
+                  f"{res['wall_seconds']} s. Runs: {', '.join(res['runs'])}")
+    console.print(f"next: ungrok report {out}")
+    if res["failed"]:
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ungrok`` console script."""
     try:

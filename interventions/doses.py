@@ -143,7 +143,7 @@ class Rescue:
             res = INJECTS.get(f)(RULES.get(f), tok, target, base.rows.shape[1], cfg.intervention.seed)
             if res.events != target:
                 raise RuntimeError(f"{f}: injected {res.events} rule events, asked for {target}; this is a bug")
-            check_disjoint(items, res.cues, res.texts, res.rows, tok)  # raises GateError naming the string
+            check_disjoint(items, res.cues, lambda: res.texts(tok), res.rows, tok)  # GateError names the string
             injected.append(res.rows)
             per_family[f] = {"target_events": target, "injected_events": res.events, "injected_rows": len(res.rows),
                              "injected_tokens": int((res.rows != base.pad_id).sum()),

@@ -33,10 +33,12 @@ def probe_cues(items: Sequence[ProbeItem]) -> set[str]:
     return {w for it in items for w in it.prefix.split() if w in cues}
 
 
-def check_disjoint(items: Sequence[ProbeItem], injected_cues: Iterable[str], texts: Sequence[str],
+def check_disjoint(items: Sequence[ProbeItem], injected_cues: Iterable[str], texts,
                    rows: np.ndarray | None = None, tokenizer=None) -> None:
     """Raise :class:`GateError` on the first overlap; return None when injection and probes are
-    disjoint. ``rows``/``tokenizer`` (the tokenized texts) enable the token filter."""
+    disjoint. ``texts``: the injected documents, or a callable returning them (only called when
+    some prompt passes the token filter); ``rows``/``tokenizer`` (the tokenized texts) enable the
+    token filter."""
     pc = probe_cues(items)
     for cue in injected_cues:
         if cue in pc:
@@ -50,7 +52,7 @@ def check_disjoint(items: Sequence[ProbeItem], injected_cues: Iterable[str], tex
         suspects = list(items)
     if not suspects:
         return
-    docs = "\n".join(texts)
+    docs = "\n".join(texts() if callable(texts) else texts)
     for it in suspects:
         if it.prefix.strip() in docs:
             kind = {"conflict": "margin (CM) prompt", "neutral": "prior-pull (PM) prompt"}.get(it.condition, "probe prefix")

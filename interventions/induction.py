@@ -57,7 +57,8 @@ def flip_induction(rows: np.ndarray, family: InductionRule, tokenizer, rate: flo
     return FlipResult(out, eligible, flipped)
 
 
-def inject_induction(family: InductionRule, tokenizer, n_events: int, row_tokens: int, seed: int) -> InjectResult:
+def inject_induction(family: InductionRule, tokenizer, n_events: int, row_tokens: int, seed: int,
+                     chunk: int = 20_000) -> InjectResult:
     if n_events < 0:
         raise ValueError("n_events must be >= 0")
     if not family.rescue_template or not family.rescue_cues:
@@ -67,28 +68,28 @@ def inject_induction(family: InductionRule, tokenizer, n_events: int, row_tokens
         raise ValueError(f"rows of {row_tokens} tokens are too short for two rescue sentences")
     rng = random.Random(f"ungrok/rescue/{family.name}/{seed}")
     classes = sorted(family.cue_classes)
-    texts: list[str] = []
-    left = n_events
-    while left > 0:
-        n = min(per_row, left)
-        key = rng.choice(family.keys)
-        cls_i = rng.randrange(len(classes))
-        words = [V.BOS]
-        for _ in range(n + 1):
-            cls = classes[cls_i % len(classes)]
-            sub = {"{cue}": rng.choice(family.rescue_cues[cls]), "{key}": key,
-                   "{answer}": family.rule_answer[cls], "{adj}": rng.choice(V.ADJECTIVES)}
-            words += [sub.get(w, w) for w in family.rescue_template]
-            cls_i += 1
-        texts.append(" ".join(words))
-        left -= n
+    sizes = [per_row] * (n_events // per_row) + ([n_events % per_row] if n_events % per_row else [])
     pad = tokenizer.token_to_id(V.PAD)
-    rows = np.full((len(texts), row_tokens), pad, dtype=np.int32)
-    for i, enc in enumerate(tokenizer.encode_batch(texts)):
-        rows[i, : len(enc.ids)] = enc.ids
-    counted = sum(c.rule for c in contested_counts(rows, family, tokenizer).values())
+    rows = np.full((len(sizes), row_tokens), pad, dtype=np.int32)
+    counted = 0
+    for lo in range(0, len(sizes), chunk):  # bounded memory: text, encodings and counts per chunk
+        texts = []
+        for n in sizes[lo : lo + chunk]:
+            key = rng.choice(family.keys)
+            cls_i = rng.randrange(len(classes))
+            words = [V.BOS]
+            for _ in range(n + 1):
+                cls = classes[cls_i % len(classes)]
+                sub = {"{cue}": rng.choice(family.rescue_cues[cls]), "{key}": key,
+                       "{answer}": family.rule_answer[cls], "{adj}": rng.choice(V.ADJECTIVES)}
+                words += [sub.get(w, w) for w in family.rescue_template]
+                cls_i += 1
+            texts.append(" ".join(words))
+        for i, enc in enumerate(tokenizer.encode_batch(texts), start=lo):
+            rows[i, : len(enc.ids)] = enc.ids
+        counted += sum(c.rule for c in contested_counts(rows[lo : lo + chunk], family, tokenizer).values())
     cues = tuple(c for cls in classes for c in family.rescue_cues[cls])
-    return InjectResult(rows, counted, cues, texts)
+    return InjectResult(rows, counted, cues)
 
 
 for _name in ("pronoun_gender", "number_agreement"):

@@ -14,7 +14,7 @@ generic functions of :mod:`interventions.induction`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -43,7 +43,12 @@ class InjectResult:
     rows: Int[np.ndarray, "row pos"]
     events: int  # rule-winning events in the rows, counted by the support counter after tokenization
     cues: tuple[str, ...]  # every cue word the rows use
-    texts: list[str] = field(default_factory=list, repr=False)
+
+    def texts(self, tokenizer) -> list[str]:
+        """The injected documents as text (decoded from the rows, padding dropped)."""
+        pad = tokenizer.token_to_id("<pad>")
+        return tokenizer.decode_batch([[t for t in r if t != pad] for r in self.rows.tolist()],
+                                      skip_special_tokens=False)
 
 
 FlipFn = Callable[..., FlipResult]

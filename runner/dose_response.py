@@ -1,4 +1,6 @@
-"""Dose-response across runs: does flipping support kill a rule, does injecting it rescue one?
+"""Dose-response across runs, and the cross-model view of public checkpoint series.
+
+Dose-response: does flipping support kill a rule, does injecting it rescue one?
 
 Runs are grouped by (intervention, corpus, budget); the runs of the same corpus and budget with
 dose ``none`` are the dose-0 baseline of that group. Per rule family and dose level: the
@@ -115,3 +117,24 @@ def plot_dose_response(dr: dict, path: Path) -> Path | None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def cross_model(runs: list[dict]) -> dict:
+    """Public checkpoint series (runs of kind ``public``), per family: each model's parameter
+    count, size rank, peak, final and collapse depth (peak - final), and Spearman
+    rho(size rank, conflict final) across models."""
+    pub = sorted((r for r in runs if r.get("kind") == "public" and r.get("n_params")), key=lambda r: r["n_params"])
+    out: dict = {}
+    for fam in sorted({f for r in pub for f in r["families"]}):
+        rows = []
+        for rank, r in enumerate(pub, start=1):
+            f = r["families"].get(fam, {})
+            if "final" not in f:
+                continue
+            rows.append({"model": r["corpus"], "n_params": r["n_params"], "size_rank": rank, "label": f["label"],
+                         "peak": f["peak"], "peak_step": f["peak_step"], "final": f["final"],
+                         "depth": f["peak"] - f["final"], "onset": f.get("onset"), "cm_final": f["cm_final"]})
+        if rows:
+            out[fam] = {"models": rows, "rho_size_final": _spearman([r["size_rank"] for r in rows],
+                                                                   [r["final"] for r in rows])}
+    return out

@@ -110,6 +110,60 @@ def _dose_sections(dr: dict, out: Path) -> list[str]:
     return parts
 
 
+def _cross_model_sections(xm: dict, dirs: dict, out: Path) -> list[str]:
+    """Public checkpoint series: per family, the models by size with peak, final and collapse depth,
+    rho(size rank, final); and conflict accuracy against training step per model."""
+    if not xm:
+        return []
+    body = ""
+    for fam, a in xm.items():
+        for r in a["models"]:
+            body += (f"<tr><td class=l>{fam}</td><td class=l>{r['model']}</td><td>{r['n_params']:,}</td>"
+                     f"<td>{r['size_rank']}</td><td>{_fmt(r['peak'])} @ {r['peak_step']}</td><td>{_fmt(r['final'])}</td>"
+                     f"<td>{_fmt(r['depth'])}</td><td class={r['label']}>{r['label']}</td></tr>")
+        body += (f"<tr><td class=l>{fam}</td><td class=l colspan=7>Spearman ρ(size rank, conflict final) = "
+                 f"{_fmt(a['rho_size_final'])}</td></tr>")
+    parts = ["<h2>Public checkpoints: across models</h2><table><tr><th class=l>family</th><th class=l>model</th>"
+             "<th>parameters</th><th>size rank</th><th>peak @ step</th><th>final</th><th>collapse depth (peak − final)"
+             f"</th><th>label</th></tr>{body}</table>"]
+    png = plot_cross_model(xm, dirs, out / "cross_model.png")
+    parts.append(_img(png))
+    return parts
+
+
+def plot_cross_model(xm: dict, dirs: dict, path: Path) -> Path:
+    """One panel per family: heldout conflict accuracy against step (symlog), a line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .store import open_run_store
+
+    fams = list(xm)
+    cols = min(3, len(fams))
+    rows = (len(fams) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.2 * rows), squeeze=False)
+    for ax, fam in zip(axes.flat, fams):
+        for r in xm[fam]["models"]:
+            st = open_run_store(dirs[r["model"]])
+            ax.plot(st.series(f"{fam}/step"), st.series(f"{fam}/acc_conflict_heldout"), marker=".",
+                    label=f"{r['model']} ({r['n_params'] / 1e6:.3g}M)")
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.axhline(0.5, color="grey", lw=0.5)
+        ax.set_title(fam, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("conflict accuracy (heldout)")
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(fams):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = False,
                  out_dir: str | Path | None = None) -> Path:
     """Compute the verdict and write ``<out_dir>/index.html`` (default ``<path>/report``)."""
@@ -180,6 +234,7 @@ def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = 
         if sp:
             parts.append(_img(sp))
     parts += _dose_sections(v["dose_response"], out)
+    parts += _cross_model_sections(v["cross_model"], dirs, out)
     parts.append("<h2>Trajectories</h2>")
     for r in v["runs"]:
         if r["sealed"]:

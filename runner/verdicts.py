@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import RunConfig
-from .dose_response import dose_response
+from .dose_response import cross_model, dose_response
 from .prereg import OPS, Locked, Prediction, log_unseal
 from .store import is_run_dir, open_run_store
 from .summary import Classifier, _final, family_figures, smooth
@@ -67,13 +67,23 @@ def bootstrap_ci(steps, correct: np.ndarray, diff: np.ndarray, k: Classifier, se
     return {"peak_ci": q(peaks), "final_ci": q(finals), "cm_final_ci": q(cm_finals), "n_boot": n_boot}
 
 
-def run_verdict(run_dir: Path, locked: Locked, unseal: bool = False) -> dict:
+def run_identity(run_dir: Path) -> dict:
+    """corpus, budget, seed, dose (and kind) of a run: from its RunConfig, or, for a scored public
+    checkpoint series, from ``run.json``'s ``identity`` (corpus = the model's name)."""
+    meta = json.loads((run_dir / "run.json").read_text())
+    if "identity" in meta:
+        return {**meta["identity"], "n_params": meta.get("n_params")}
     cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())
+    return {"kind": "trained", "corpus": cfg.corpus.name, "budget": cfg.train.budget, "seed": cfg.train.seed,
+            "dose": cfg.dose, "n_params": meta.get("n_params")}
+
+
+def run_verdict(run_dir: Path, locked: Locked, unseal: bool = False) -> dict:
+    ident = run_identity(run_dir)
     store = open_run_store(run_dir)
     produced = store.attrs.get("first_scored_utc")
-    base = {"run": run_dir.name, "corpus": cfg.corpus.name, "budget": cfg.train.budget, "seed": cfg.train.seed,
-            "dose": cfg.dose, "first_scored_utc": produced, "complete": bool(store.attrs.get("complete"))}
-    if cfg.train.seed in locked.prereg.quarantined_seeds and not unseal:
+    base = {"run": run_dir.name, **ident, "first_scored_utc": produced, "complete": bool(store.attrs.get("complete"))}
+    if ident["seed"] in locked.prereg.quarantined_seeds and not unseal:
         return {**base, "sealed": True, "families": {}}
     k = locked.classifier_at(produced)
     out = {**base, "sealed": False, "status": locked.status(produced), "classifier": asdict(k), "families": {}}
@@ -99,9 +109,10 @@ def support_ratio(run_dir: Path, family: str) -> dict | None:
     from .support import corpus_support, pooled
 
     meta = json.loads((run_dir / "run.json").read_text())
-    cdir = Path(meta.get("intervened_corpus_path") or meta["corpus_path"])
-    if not cdir.exists():
+    cdir = meta.get("intervened_corpus_path") or meta.get("corpus_path")
+    if cdir is None or not Path(cdir).exists():  # a public checkpoint series has no corpus here
         return None
+    cdir = Path(cdir)
     fams = corpus_support(cdir, [family])
     if family not in fams:
         return None
@@ -195,6 +206,7 @@ def verdict(path: str | Path, locked: Locked, unseal: bool = False) -> dict:
         "runs": runs,
         "across": across_runs([r for r in runs if not r["sealed"]], by_name),
         "dose_response": dr,
+        "cross_model": cross_model([r for r in runs if not r["sealed"]]),
         "predictions": [score_prediction(p, runs) for p in locked.prereg.predictions],
         "falsifiers": [score_prediction(p, runs) for p in locked.prereg.falsifiers],
         "dose_predictions": [score_dose_prediction(p, dr, runs) for p in locked.prereg.dose_predictions],

@@ -1,0 +1,79 @@
+"""``ungrok public``: score a public checkpoint suite on Ray, one task per (model, revision).
+
+Tasks write their per-revision results beside each other (``<out>/<model>/revisions/``); the
+driver holds no weights, only waits, then assembles each model's run folder in step order, so
+``ungrok verdict`` / ``report`` on ``<out>`` give the same tables as for trained runs plus the
+cross-model view. Rerunning skips revisions already scored.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mech.public import PublicError, Source, assemble_run, parse_revisions, score_revision
+from runner.batteries import read_battery
+
+
+def run_public(models: list[str], revisions: str, source: str, battery: str | Path, out: str | Path, *,
+               address: str | None = None, num_cpus: int | None = None, cpus_per_task: float = 1,
+               families: list[str] | None = None, batch_size: int = 64, progress: bool = True, log=print) -> dict:
+    """Validate everything, score every (model, revision) not yet scored, assemble the runs."""
+    import ray
+
+    from cluster.sweep import init_ray
+
+    revs = parse_revisions(revisions)
+    Source(source)  # refuse a malformed source before any task starts
+    if not models or any(not m.strip() for m in models):
+        raise PublicError("models: give a comma-separated list, e.g. pythia-70m,pythia-160m")
+    if len(set(models)) != len(models):
+        raise PublicError("models: a model is listed twice")
+    items = read_battery(battery)
+    if families:
+        missing = sorted(set(families) - {it.family for it in items})
+        if missing:
+            raise PublicError(f"families: {missing} are not in the battery {battery}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [(m, r) for m in models for r in revs if not (out / m / "revisions" / f"{r}.npz").exists()]
+    started_here = not ray.is_initialized()
+    if started_here:
+        init_ray(address, num_cpus)
+    t0 = time.time()
+    failed: list[str] = []
+    try:
+        task = ray.remote(score_revision).options(num_cpus=cpus_per_task, max_retries=2)
+        refs = {task.remote(m, r, source, str(Path(battery).resolve()), str(out.resolve()), batch_size): (m, r)
+                for m, r in todo}
+        bar = _bar(len(refs)) if progress and refs else None
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=5.0)
+            for ref in done:
+                m, r = refs[ref]
+                try:
+                    ray.get(ref)
+                except Exception as e:
+                    cause = getattr(e, "cause", None) or e
+                    failed.append(f"{m}@{r}: {type(cause).__name__}: {cause}")
+                    log(f"[red]failed[/] {m} @ {r}: {cause}")
+                if bar:
+                    bar[0].advance(bar[1])
+        if bar:
+            bar[0].stop()
+    finally:
+        if started_here:
+            ray.shutdown()
+    runs = [str(assemble_run(out, m, str(battery), families)) for m in models
+            if any((out / m / "revisions").glob("step*.npz"))]
+    return {"out": str(out), "scored": len(todo) - len(failed), "skipped": len(models) * len(revs) - len(todo),
+            "failed": failed, "runs": runs, "wall_seconds": round(time.time() - t0, 2)}
+
+
+def _bar(total: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    p = Progress(TextColumn("[bold]scoring checkpoints"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    p.start()
+    return p, p.add_task("score", total=total)
