@@ -162,6 +162,7 @@ def train(
     zero_stage: int = typer.Option(0, help="DeepSpeed ZeRO stage 0, 1 or 2"),
     battery: Optional[Path] = typer.Option(None, help="probe battery JSONL (default: generated)"),
     dose: str = typer.Option("none", help="none | kill:<rate> | rescue:<dose> (intervenes on every probed family)"),
+    watch: Optional[str] = typer.Option(None, help="rule families the live monitor watches (warns before CM crosses zero)"),
     config: Optional[Path] = typer.Option(None, help="a RunConfig JSON; flags given explicitly are ignored"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
@@ -191,7 +192,8 @@ def train(
     except ValueError as e:
         raise UserError(str(e)) from None
     try:
-        run_dir = train_run(cfg, out, progress=progress, log=console.print)
+        watched = tuple(f.strip() for f in watch.split(",")) if watch else ()
+        run_dir = train_run(cfg, out, progress=progress, log=console.print, watch=watched)
     except (CorpusError, InterventionError) as e:  # includes the disjointness gate (before training)
         raise UserError(str(e)) from None
     console.print(f"run [bold]{run_dir}[/]  (ungrok show {run_dir})")

@@ -70,6 +70,19 @@ def hook_count(model) -> int:
 
 
 @contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Set torch's intra-op threads for the scope (None: leave as is). On a shared CPU, 2 threads
+    of a tiny model ran 40x slower than 1 (contention), so mech defaults to 1 like training."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
 def scoped_hooks(model, fwd_hooks: list[tuple[str, Callable]]) -> Iterator[None]:
     """``model.hooks(fwd_hooks)``, checked: on exit the hook count is back where it was."""
     before = hook_count(model)
@@ -303,7 +316,7 @@ class _Staging:
 def capture_run(run_dir: str | Path, steps: list[int] | None = None, *, families: list[str] | None = None,
                 batch_size: int = 64, names_filter=None, dtype: str = "float16",
                 store: str | Path | None = None, group: str | None = None, chunk_mb: float = 64.0,
-                items=None, log: Callable[[str], None] | None = None) -> dict:
+                items=None, threads: int | None = 1, log: Callable[[str], None] | None = None) -> dict:
     """Capture activations at the prediction position for checkpoints of a run; returns a summary.
 
     ``steps``: checkpoints to capture (default: every step with saved weights). ``families``:
@@ -317,7 +330,15 @@ def capture_run(run_dir: str | Path, steps: list[int] | None = None, *, families
     Each family is staged outside the hierarchy and published by an atomic rename once every
     checkpoint is in (a rerun after preemption resumes from the staged counter). Returns
     ``{"families": {family: {"store", "group", "steps", "n_items"}}, "seconds", "bytes_per_item"}``.
+    ``threads``: torch threads during the capture (restored after).
     """
+    with torch_threads(threads):
+        return _capture_run(run_dir, steps, families, batch_size, names_filter, dtype, store, group, chunk_mb,
+                            items, log)
+
+
+def _capture_run(run_dir, steps, families, batch_size, names_filter, dtype, store, group, chunk_mb, items,
+                 log) -> dict:
     t0 = time.time()
     ctx: RunContext = run_context(run_dir, items)
     steps = checkpoint_steps(run_dir) if steps is None else sorted(set(int(s) for s in steps))

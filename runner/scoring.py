@@ -71,13 +71,15 @@ def continuation_logprobs(model, enc: EncodedBattery, batch_size: int = 256) -> 
     """(log p(correct), log p(distractor)) per item, each summed over continuation tokens."""
     was_training = model.training
     model.eval()
+    dev = next(model.parameters()).device
     out = []
     for i in range(0, enc.tokens.shape[0], batch_size):
-        toks = enc.tokens[i : i + batch_size]
-        logits: Float[Tensor, "b pos vocab"] = model(toks)
+        toks = enc.tokens[i : i + batch_size].to(dev)
+        out_ = model(toks)
+        logits: Float[Tensor, "b pos vocab"] = getattr(out_, "logits", out_)  # HF models return an output object
         lp = torch.log_softmax(logits.float(), dim=-1)[:, :-1]
         tgt = lp.gather(-1, toks[:, 1:, None])[..., 0]
-        out.append((tgt * enc.cont_mask[i : i + batch_size, :-1]).sum(-1))
+        out.append((tgt * enc.cont_mask[i : i + batch_size, :-1].to(dev)).sum(-1).cpu())
     model.train(was_training)
     both = torch.cat(out).numpy().astype(np.float64)
     return both[: enc.n], both[enc.n :]

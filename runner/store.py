@@ -149,6 +149,13 @@ class RunStore:
                 if arr.metadata.dimension_names and arr.metadata.dimension_names[0] == "step":
                     yield f"{gname}/{name}", arr
 
+    def set_attr(self, key: str, value) -> None:
+        self.g.attrs[key] = value
+
+    def add_event(self, event: dict) -> None:
+        """Append an event (e.g. a monitor warning) to the group's ``events`` attribute."""
+        self.g.attrs["events"] = [*self.g.attrs.get("events", []), event]
+
     def mark_complete(self, **extra) -> None:
         self.g.attrs.update({"complete": True, "completed_utc": _utcnow(), **extra})
 

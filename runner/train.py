@@ -93,13 +93,17 @@ def _lr_lambda(warmup: int):
 
 
 def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at: int | None = None,
-              log=print, corpora_dir: str | Path | None = None, store_root: str | Path | None = None) -> Path:
+              log=print, corpora_dir: str | Path | None = None, store_root: str | Path | None = None,
+              watch: tuple[str, ...] = (), trend=None, on_warning=None) -> Path:
     """Train (or resume, or skip if complete) the run ``cfg`` under ``out``; returns its folder.
 
     ``corpora_dir``: where corpora are built/reused (default ``<out>/corpora``).
     ``store_root``: a shared zarr store (a sweep's); the run writes only its group
     ``runs/<run_id>`` there. Default: ``<run_dir>/store.zarr``.
     ``stop_at``: return after the checkpoint at that step (used by tests to simulate a kill).
+    ``watch``: rule families a live :class:`runner.monitor.Monitor` watches (``trend``: its
+    :class:`runner.monitor.TrendConfig`); its warnings are logged, stored as events in the run's
+    store and passed to ``on_warning``.
     """
     import deepspeed
 
@@ -180,6 +184,12 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at
     metric_names = sorted(aggregate(items, np.zeros(len(items)) + 1, np.zeros(len(items))))
     if store is not None:
         store.init_layout(items, metric_names, {"run_id": cfg.run_id, "config": cfg.model_dump(mode="json")})
+    monitor = None
+    if watch and store is not None:
+        from .monitor import Monitor, TrendConfig, frozen_probe_set
+
+        monitor = Monitor(frozen_probe_set(items, watch), tok, tok.token_to_id(V.BOS), cfg.model.n_ctx,
+                          pad_id=corpus.pad_id, trend=trend or TrendConfig(), on_warning=on_warning, store=store, log=log)
     schedule = set(cfg.schedule.steps(cfg.train.steps))
     loss_sum, loss_n = 0.0, 0
     bar = _progress(progress and rank == 0, cfg, start)
@@ -199,6 +209,8 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at
                 _save_resume(engine, ckpt_dir, step, cfg.schedule.keep_resume, rank)
                 if stop_at is not None and step >= stop_at:
                     return run_dir
+            if monitor is not None:
+                monitor.observe(step, engine.module)
             if step == cfg.train.steps:
                 break
             x = torch.from_numpy(streams.batch(step, rank * micro, (rank + 1) * micro)).long().to(dev)
