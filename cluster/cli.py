@@ -415,6 +415,73 @@ def submit(
 
 
 @app.command()
+def audit(
+    corpus: Path = typer.Argument(..., help="a built corpus folder, a Hugging Face dataset on disk, a .txt file or folder, or a .npy token stream"),
+    rules: str = typer.Option("pronoun_gender,number_agreement", help="rule families (comma-separated)"),
+    calibration: Optional[list[Path]] = typer.Option(None, help="a finished sweep that varied support (repeatable): fits f* per rule"),
+    mode: Optional[str] = typer.Option(None, help="support mode: contested | windowed (default: contested where the family has it)"),
+    text_column: str = typer.Option("text", help="text column of a Hugging Face dataset"),
+    tokenizer: Optional[Path] = typer.Option(None, help="tokenizer.json of a .npy token stream (or to use instead of the word-level one)"),
+    workers: int = typer.Option(1, help="processes counting blocks in parallel"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="default runs/audit/<corpus name>.json"),
+) -> None:
+    """Support ratio per rule with a bootstrap CI (streamed); with --calibration, f* and at risk / safe."""
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from runner.audit import (AuditError, audit_corpus, calibration_points, default_mode, fit_critical_ratio,
+                              plot_calibration, risk, write_json)
+
+    fams = [f.strip() for f in rules.split(",") if f.strip()]
+    try:
+        from runner.rules import RULES
+
+        for f in fams:
+            RULES.get(f)
+    except KeyError as e:
+        raise UserError(f"rules: {e.args[0]}") from None
+    with Progress(console=console, transient=True) as p:
+        task = p.add_task(f"auditing {corpus}", total=None)
+        try:
+            res = audit_corpus(corpus, fams, text_column=text_column, tokenizer=str(tokenizer) if tokenizer else None,
+                               workers=workers, progress=lambda n, tot: p.update(task, completed=n, total=tot))
+        except AuditError as e:
+            raise UserError(str(e)) from None
+    dest = json_out or Path("runs/audit") / f"{corpus.resolve().name}.json"
+    report = {"corpus": str(corpus), "n_docs": res.n_docs, "n_tokens": res.n_tokens, "seconds": round(res.seconds, 2),
+              "tokens_per_second": round(res.tokens_per_second), "workers": workers, "families": res.families}
+    t = Table(title=f"{corpus}: {res.n_docs:,} documents, {res.n_tokens:,} tokens, {res.tokens_per_second:,.0f} tokens/s")
+    for col in ("rule", "mode", "rule events", "prior events", "support ratio [95% CI]", "f* [interval]", "call"):
+        t.add_column(col)
+    for f in fams:
+        m = mode or default_mode(f)
+        if m not in res.families[f]:
+            raise UserError(f"mode: {m!r} is not counted for {f} (has {sorted(res.families[f])})")
+        c = res.families[f][m]
+        fstar, call = "-", "-"
+        if calibration:
+            pts = calibration_points(calibration, f, m)
+            fit = fit_critical_ratio(pts)
+            c["call"] = call = risk(c["ci"], fit)
+            report.setdefault("calibration", {})[f] = {"mode": m, "sweeps": [str(x) for x in calibration],
+                                                       "points": pts, "fit": fit, "call": call}
+            cal_dir = Path(calibration[0]) / "calibration"
+            cal_dir.mkdir(exist_ok=True)
+            write_json(cal_dir / f"{f}-{m}.json", {"family": f, "mode": m, "points": pts, "fit": fit,
+                                                   "audited": {"corpus": str(corpus), **c}})
+            plot_calibration(pts, fit, f, m, cal_dir / f"{f}-{m}.png", audited=c)
+            if fit.get("f_star"):
+                fstar = f"{fit['f_star']:.3g} [{fit['ci'][0]:.3g}, {fit['ci'][1]:.3g}] ({fit['method']}, {fit['n_points']} runs)"
+            else:
+                fstar = fit.get("why", "-")
+        t.add_row(f, m, f"{c['rule']:,}", f"{c['prior']:,}", f"{c['ratio']:.3g} [{c['ci'][0]:.3g}, {c['ci'][1]:.3g}]",
+                  fstar, call)
+    console.print(t)
+    write_json(dest, report)
+    console.print(f"wrote {dest}")
+
+
+@app.command()
 def public(
     models: str = typer.Option(..., help="comma-separated model names, e.g. pythia-70m,pythia-160m,pythia-410m"),
     revisions: str = typer.Option("pythia:12", help="step0,step1000,... | pythia (the whole schedule) | pythia:N (N spread over it)"),

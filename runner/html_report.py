@@ -131,6 +131,34 @@ def _cross_model_sections(xm: dict, dirs: dict, out: Path) -> list[str]:
     return parts
 
 
+def _calibration_sections(path: Path, out: Path) -> list[str]:
+    """Support calibrations fitted on this sweep by ``ungrok audit --calibration`` (f*, inputs, plot)."""
+    import json
+    import shutil
+
+    files = sorted((path / "calibration").glob("*.json")) if (path / "calibration").is_dir() else []
+    if not files:
+        return []
+    parts = ["<h2>Support calibration (critical ratio f*)</h2>"]
+    for f in files:
+        c = json.loads(f.read_text())
+        fit, aud = c["fit"], c.get("audited", {})
+        rows = "".join(f"<tr><td class=l>{html.escape(p['run'])}</td><td>{_fmt(p['ratio'])}</td>"
+                       f"<td class={p['label']}>{p['label']}</td><td>{_fmt(p['final'])}</td></tr>" for p in c["points"])
+        parts.append(f"<h3>{c['family']} ({c['mode']} support)</h3><p>f* = {_fmt(fit.get('f_star'))} "
+                     f"interval {_fmt(fit.get('ci'))} ({fit.get('method')}, {fit.get('n_points')} runs"
+                     f"{'; ' + html.escape(fit['why']) if fit.get('why') else ''}). Last audited corpus: "
+                     f"<code>{html.escape(str(aud.get('corpus')))}</code>, ratio {_fmt(aud.get('ratio'))} "
+                     f"{_fmt(aud.get('ci'))}: <b>{html.escape(str(aud.get('call')))}</b>.</p><table><tr>"
+                     f"<th class=l>run</th><th>support ratio seen</th><th>label</th><th>final</th></tr>{rows}</table>")
+        png = f.with_suffix(".png")
+        if png.exists():
+            dest = out / f"calibration-{png.name}"
+            shutil.copy(png, dest)
+            parts.append(_img(dest))
+    return parts
+
+
 def plot_cross_model(xm: dict, dirs: dict, path: Path) -> Path:
     """One panel per family: heldout conflict accuracy against step (symlog), a line per model."""
     import matplotlib
@@ -235,6 +263,7 @@ def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = 
             parts.append(_img(sp))
     parts += _dose_sections(v["dose_response"], out)
     parts += _cross_model_sections(v["cross_model"], dirs, out)
+    parts += _calibration_sections(Path(path), out)
     parts.append("<h2>Trajectories</h2>")
     for r in v["runs"]:
         if r["sealed"]:
