@@ -180,8 +180,16 @@ class GridSpec(BaseModel):
                         except ValidationError as e:
                             raise ValueError(f"cell corpus={corpus.get('name')} budget={b} dose={d} seed={s}: "
                                              f"{field_error(e)}") from None
-                        out.append(Cell(corpus=corpus["name"], budget=b, dose=d, seed=s, config=cfg))
+                        out.append(Cell(corpus=_corpus_label(c), budget=b, dose=d, seed=s, config=cfg))
         return out
+
+
+def _corpus_label(c: str | dict[str, Any]) -> str:
+    """``web``, or ``synthetic[support=0.3]`` for a table with settings of its own."""
+    if isinstance(c, str):
+        return c
+    extra = {k: v for k, v in c.items() if k not in ("name", "doses", "seeds", "budgets")}
+    return c["name"] + ("[" + ",".join(f"{k}={v}" for k, v in sorted(extra.items())) + "]" if extra else "")
 
 
 class Cell(BaseModel):
