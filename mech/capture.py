@@ -65,8 +65,9 @@ F16_MAX = 65504.0
 # ---- hooks -----------------------------------------------------------------------------------
 def hook_count(model) -> int:
     """Number of forward/backward hooks currently attached to the model's hook points."""
+    points = {id(hp): hp for hp in model.hook_dict.values()}  # aliases share one HookPoint
     return sum(len(hp._forward_hooks) + len(hp._backward_hooks) + len(getattr(hp, "_forward_pre_hooks", {}))
-               for hp in model.hook_dict.values())
+               for hp in points.values())
 
 
 @contextmanager
