@@ -481,6 +481,35 @@ def audit(
     console.print(f"wrote {dest}")
 
 
+@app.command("monitor-replay")
+def monitor_replay(
+    path: Path = typer.Argument(..., help="a run, a runs folder or a sweep"),
+    family: str = typer.Option("pronoun_gender", help="the watched rule family"),
+    every: int = typer.Option(50, help="observe every N steps"),
+    window: int = typer.Option(8, help="observations in the Theil-Sen fit"),
+    horizon: int = typer.Option(1000, help="warn if the projected crossing is within this many steps"),
+) -> None:
+    """Replay the live monitor on finished runs: first warning, collapse onset, lead time, false alarms."""
+    from rich.table import Table
+
+    from runner.monitor import TrendConfig, replay_run
+    from runner.verdicts import find_runs
+
+    try:
+        runs = find_runs(path)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    k = TrendConfig(every=every, window=window, horizon=horizon)
+    t = Table(title=f"monitor replay ({family}; Theil-Sen over {window} evals every {every} steps, horizon {horizon})")
+    for col in ("run", "label", "warnings at", "onset", "CM cross", "lead (steps)", "false alarm"):
+        t.add_column(col)
+    for d in runs:
+        r = replay_run(d, family, k)
+        t.add_row(d.name, str(r["label"]), ", ".join(map(str, r["warning_steps"])) or "-", str(r["onset"]), str(r["cm_cross"]),
+                  str(r["lead"]), "YES" if r["false_alarm"] else "")
+    console.print(t)
+
+
 @app.command()
 def public(
     models: str = typer.Option(..., help="comma-separated model names, e.g. pythia-70m,pythia-160m,pythia-410m"),
