@@ -501,7 +501,7 @@ def monitor_replay(
         raise UserError(str(e)) from None
     k = TrendConfig(every=every, window=window, horizon=horizon)
     t = Table(title=f"monitor replay ({family}; Theil-Sen over {window} evals every {every} steps, horizon {horizon})")
-    for col in ("run", "label", "warnings at", "onset", "CM cross", "lead (steps)", "false alarm"):
+    for col in ("run", "label", "warnings at", "onset", "CM cross", "lead (steps, to onset else CM cross)", "false alarm"):
         t.add_column(col)
     for d in runs:
         r = replay_run(d, family, k)

@@ -7,6 +7,7 @@
   whose competitor contribution grows as CM crosses zero, heatmaps, and an ablation check.
 - :func:`mech.plots.report_assets` — HTML/PNG paths for a report.
 - :func:`mech.names.hook_name` — the one hook-name helper (also the zarr array paths).
+- :mod:`mech.public` — public checkpoint series (Pythia...) scored like trained runs.
 
 ``mech`` imports only ``runner`` (and TransformerLens, torch, zarr). See docs/mech.md.
 """

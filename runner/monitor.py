@@ -170,9 +170,13 @@ def replay_run(run_dir, family: str, k: TrendConfig = TrendConfig(), n: int = 32
     fig = family_figures(steps, store.series(f"{family}/acc_conflict_heldout"),
                          store.series(f"{family}/acc_agree_heldout"), store.series(f"{family}/cm"))
     onset = fig.get("onset")
-    before = [w["step"] for w in ws if onset is not None and w["step"] <= onset]
+    # the collapse event: the behavioural onset, else (a run whose conflict ends between 0.5 and
+    # 0.6, so no onset) the CM zero-crossing
+    event = onset if onset is not None else fig.get("cm_cross")
+    before = [w["step"] for w in ws if event is not None and w["step"] <= event]
     return {"run": str(run_dir), "label": fig.get("label"), "onset": onset, "cm_cross": fig.get("cm_cross"),
+            "event": "onset" if onset is not None else ("cm_cross" if event is not None else None),
             "warning_steps": [w["step"] for w in ws], "warnings": ws,
-            # lead: from the last warning at or before the onset (the alarm that preceded the collapse)
-            "lead": (onset - before[-1]) if before else None,
+            # lead: from the last warning at or before the collapse event (the alarm that preceded it)
+            "lead": (event - before[-1]) if before else None,
             "false_alarm": bool(ws) and fig.get("label") == "recovered"}
