@@ -20,6 +20,8 @@ corpus_app = typer.Typer(no_args_is_help=True, help="Build and inspect corpora."
 app.add_typer(corpus_app, name="corpus")
 prereg_app = typer.Typer(no_args_is_help=True, help="Lock, verify and amend a pre-registration.")
 app.add_typer(prereg_app, name="prereg")
+mech_app = typer.Typer(no_args_is_help=True, help="Capture activations and localize the competing pattern.")
+app.add_typer(mech_app, name="mech")
 console = Console(width=None if sys.stdout.isatty() else 140)
 
 
@@ -508,6 +510,59 @@ def monitor_replay(
         t.add_row(d.name, str(r["label"]), ", ".join(map(str, r["warning_steps"])) or "-", str(r["onset"]), str(r["cm_cross"]),
                   str(r["lead"]), "YES" if r["false_alarm"] else "")
     console.print(t)
+
+
+@mech_app.command("capture")
+def mech_capture(
+    path: Path = typer.Argument(..., help="a run folder, or a sweep (every complete run, one Ray task each)"),
+    steps: Optional[str] = typer.Option(None, help="comma-separated checkpoint steps (default: all)"),
+    batch_size: int = typer.Option(64, help="items per forward pass (bounds memory)"),
+    names: Optional[str] = typer.Option(None, help="activation kinds or hook names to keep (comma-separated; default all)"),
+    address: Optional[str] = typer.Option(None, help="an existing Ray cluster (sweeps)"),
+) -> None:
+    """Capture residual stream, per-head outputs, attention and answer logits into the run's zarr group."""
+    from cluster.mech_stage import run_stage
+
+    kw = {"steps": [int(x) for x in steps.split(",")] if steps else None, "batch_size": batch_size,
+          "names_filter": [n.strip() for n in names.split(",")] if names else None}
+    res = _mech_run("capture", path, address, kw)
+    console.print(f"captured {sum('error' not in r for r in res)} run(s); open with mech.capture.open_capture(run, family)")
+
+
+@mech_app.command("localize")
+def mech_localize(
+    path: Path = typer.Argument(..., help="a run folder, or a sweep (every complete run, one Ray task each)"),
+    family: Optional[str] = typer.Option(None, help="rule family (default: every family of the battery)"),
+    top_k: int = typer.Option(2, help="heads ablated in the check"),
+    address: Optional[str] = typer.Option(None, help="an existing Ray cluster (sweeps)"),
+) -> None:
+    """DLA, activation patching, attention and the embedding scalar across checkpoints; ranked table,
+    heatmaps and an ablation check in <run>/mech/."""
+    from mech.localize import summary_lines
+
+    res = _mech_run("localize", path, address, {"family": family, "top_k": top_k})
+    import json as _json
+
+    for r in res:
+        if "json" in r:
+            doc = _json.loads(Path(r["json"]).read_text())
+            for fam, fr in doc["families"].items():
+                console.print("\n".join(summary_lines(fr)), highlight=False)
+            console.print(f"page: {r['html']}")
+
+
+def _mech_run(stage: str, path: Path, address, kw: dict) -> list[dict]:
+    from cluster.mech_stage import run_stage
+
+    try:
+        res = run_stage(stage, path, address=address, log=console.print, **kw)
+    except (ValueError, FileNotFoundError) as e:
+        raise UserError(str(e)) from None
+    failed = [r for r in res if "error" in r]
+    if failed:
+        Console(stderr=True).print(f"[red]{len(failed)} run(s) failed[/]: " + "; ".join(f"{r['run']}: {r['error']}" for r in failed))
+        raise typer.Exit(1)
+    return res
 
 
 @app.command()

@@ -110,6 +110,34 @@ def _dose_sections(dr: dict, out: Path) -> list[str]:
     return parts
 
 
+def _mech_section(run_dir: Path) -> list[str]:
+    """A localized run (``ungrok mech localize``): its ranked components, ablation check and heatmaps."""
+    import json
+
+    doc_path = run_dir / "mech" / "localize.json"
+    if not doc_path.exists():
+        return []
+    parts = []
+    for fam, res in json.loads(doc_path.read_text()).get("families", {}).items():
+        rows = "".join(f"<tr><td>{t['rank']}</td><td class=l>{t['component']}</td><td>{_fmt(t['competitor_pre'])}</td>"
+                       f"<td>{_fmt(t['competitor_post'])}</td><td>{_fmt(t['growth'])}</td><td>{_fmt(t['cross_step'])}</td>"
+                       f"<td>{_fmt(t.get('patch_post'))}</td></tr>" for t in res["table"][:6])
+        ab = res["ablation"]
+        abl = "".join(f"<tr><td class=l>{name} {e['heads']}</td><td>{_fmt(e['zero']['cm'])}</td><td>{_fmt(e['mean']['cm'])}</td>"
+                      f"<td>{_fmt(e['zero']['agree_margin'])}</td></tr>" for name, e in ab["sets"].items())
+        parts.append(f"<h4>{fam}: components carrying the competitor (split at step {res['split']['step']})</h4>"
+                     "<table><tr><th>rank</th><th class=l>component</th><th>competitor before</th><th>after</th>"
+                     f"<th>growth</th><th>crosses at</th><th>patching after</th></tr>{rows}</table>"
+                     f"<p>Ablation at step {ab['step']}: CM before {_fmt(ab['before']['cm'])}.</p><table><tr>"
+                     "<th class=l>heads ablated</th><th>CM (zero)</th><th>CM (mean)</th><th>agree margin (zero)</th>"
+                     f"</tr>{abl}</table>")
+        for kind in ("dla", "patch", "attention"):
+            png = run_dir / "mech" / f"{fam}_{kind}.png"
+            if png.exists():
+                parts.append(_img(png))
+    return parts
+
+
 def _cross_model_sections(xm: dict, dirs: dict, out: Path) -> list[str]:
     """Public checkpoint series: per family, the models by size with peak, final and collapse depth,
     rho(size rank, final); and conflict accuracy against training step per model."""
@@ -271,6 +299,7 @@ def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = 
             continue
         png = plot_run(dirs[r["run"]], out / f"{r['run']}.png", figures=r["families"])
         parts.append(f"<h3>{r['run']} <span class={r['status']}>({r['status']})</span></h3>{_img(png)}")
+        parts += _mech_section(dirs[r["run"]])
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>ungrok report</title><style>{_CSS}</style>"
             f"<script>{_JS}</script></head><body>{''.join(parts)}</body></html>")
     dest = out / "index.html"
