@@ -282,10 +282,10 @@ def prereg_amend(
 
 @app.command()
 def verdict(
-    path: Path = typer.Argument(..., help="a run folder or a folder of runs"),
+    paths: list[Path] = typer.Argument(..., help="run folders, runs folders or sweeps (several are analysed together)"),
     prereg: Path = typer.Option(..., help="the locked prereg TOML"),
     unseal: bool = typer.Option(False, help="read quarantined seeds (logged beside the prereg)"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="default <path>/verdict.json"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="default <first path>/verdict.json"),
 ) -> None:
     """Score every run and every registered prediction; print a scoreboard and write JSON."""
     from rich.table import Table
@@ -294,8 +294,9 @@ def verdict(
     from runner.verdicts import verdict as compute
 
     locked = _locked(prereg)
+    path = paths[0]
     try:
-        v = compute(path, locked, unseal)
+        v = compute(paths if len(paths) > 1 else path, locked, unseal)
     except ValueError as e:
         raise UserError(str(e)) from None
     t = Table(title=f"runs under {prereg}")
@@ -337,17 +338,17 @@ def verdict(
 
 @app.command()
 def report(
-    path: Path = typer.Argument(..., help="a run folder or a folder of runs"),
+    paths: list[Path] = typer.Argument(..., help="run folders, runs folders or sweeps (several are reported together)"),
     prereg: Optional[Path] = typer.Option(None, help="the locked prereg TOML (default: none, all exploratory)"),
     unseal: bool = typer.Option(False, help="include quarantined seeds (logged)"),
-    out: Optional[Path] = typer.Option(None, help="report folder (default <path>/report)"),
+    out: Optional[Path] = typer.Option(None, help="report folder (default <first path>/report)"),
 ) -> None:
     """Write the HTML report page (images embedded) and its PNGs."""
     from runner.html_report import write_report
 
     locked = _locked(prereg)
     try:
-        page = write_report(path, locked, unseal, out)
+        page = write_report(paths, locked, unseal, out)
     except ValueError as e:
         raise UserError(str(e)) from None
     console.print(f"report: {page}")

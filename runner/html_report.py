@@ -225,10 +225,13 @@ def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = 
     """Compute the verdict and write ``<out_dir>/index.html`` (default ``<path>/report``)."""
     locked = locked or unregistered()
     v = verdict(path, locked, unseal)
-    out = Path(out_dir) if out_dir else Path(path) / "report"
+    paths = list(path) if isinstance(path, (list, tuple)) else [path]
+    path = paths[0] if len(paths) == 1 else paths
+    out = Path(out_dir) if out_dir else Path(paths[0]) / "report"
     out.mkdir(parents=True, exist_ok=True)
     dirs = {d.name: d for d in find_runs(path)}
-    parts = [f"<h1>ungrok report</h1><p><code>{html.escape(str(Path(path).resolve()))}</code></p>"]
+    parts = ["<h1>ungrok report</h1><p>" + ", ".join(f"<code>{html.escape(str(Path(p).resolve()))}</code>"
+                                                    for p in paths) + "</p>"]
     pr = v["prereg"]
     if pr["sha256"]:
         parts.append(f"<h2>Pre-registration</h2><p><code>{html.escape(pr['path'])}</code> sha256 "
@@ -291,7 +294,8 @@ def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = 
             parts.append(_img(sp))
     parts += _dose_sections(v["dose_response"], out)
     parts += _cross_model_sections(v["cross_model"], dirs, out)
-    parts += _calibration_sections(Path(path), out)
+    for p in paths:
+        parts += _calibration_sections(Path(p), out)
     parts.append("<h2>Trajectories</h2>")
     for r in v["runs"]:
         if r["sealed"]:

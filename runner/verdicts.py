@@ -34,8 +34,16 @@ from .summary import Classifier, _final, family_figures, smooth
 N_BOOT = 2000
 
 
-def find_runs(path: str | Path) -> list[Path]:
-    """A run folder, or every run folder directly inside ``path`` (a sweep or runs/ folder)."""
+def find_runs(path) -> list[Path]:
+    """A run folder, or every run folder directly inside ``path`` (a sweep or runs/ folder); a list
+    of such paths gives all their runs (e.g. a dosed sweep with the sweep of its dose-0 cells)."""
+    if isinstance(path, (list, tuple)):
+        runs = [r for p in path for r in find_runs(p)]
+        names = [r.name for r in runs]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"run {dup[0]} is in more than one of {[str(p) for p in path]}; pass each run once")
+        return runs
     path = Path(path)
     if is_run_dir(path):
         return [path]
