@@ -143,26 +143,35 @@ def stream_key(cfg) -> str:
     return json.dumps([cfg.corpus.model_dump(mode="json"), cfg.dose, iv], sort_keys=True)
 
 
-def build_streams_first(cells, sweep_dir: Path, opts: dict, log=print) -> None:
+def build_streams_first(cells, sweep_dir: Path, opts: dict, log=print) -> dict[str, str]:
     """Build every stream the cells need, once each, in parallel Ray tasks, before any training.
 
-    A failure (a disjointness-gate violation, an impossible dose) is raised here, naming the
-    stream, so no cell starts on a stream that could not be made."""
+    An intervention that cannot be applied (a disjointness-gate violation, an impossible dose)
+    stops the sweep here with :class:`StreamError` naming the stream, before any cell starts.
+    Any other build error (e.g. a missing dataset) fails just the cells of that stream: returns
+    ``{run_id: traceback}`` for them, and they are not started."""
     import ray
+
+    from interventions import InterventionError
 
     firsts: dict[str, object] = {}
     for c in cells:
         firsts.setdefault(stream_key(c.config), c)
-    refs = {ray.remote(_build_stream).options(**opts).remote(c.config.model_dump_json(), str(sweep_dir)): c
-            for c in firsts.values()}
+    refs = {ray.remote(_build_stream).options(**opts).remote(c.config.model_dump_json(), str(sweep_dir)): k
+            for k, c in firsts.items()}
     if refs:
         log(f"building {len(refs)} stream(s) before training")
-    for ref, c in refs.items():
+    broken: dict[str, str] = {}
+    for ref, key in refs.items():
         try:
             ray.get(ref)
-        except Exception as e:  # the task's own error (RayTaskError wraps it): name the stream
+        except Exception as e:  # the task's own error (RayTaskError wraps it)
             cause = getattr(e, "cause", None) or e
-            raise StreamError(f"stream of {c.corpus} / {c.dose}: {type(cause).__name__}: {cause}") from None
+            c = firsts[key]
+            if isinstance(cause, InterventionError):
+                raise StreamError(f"stream of {c.corpus} / {c.dose}: {type(cause).__name__}: {cause}") from None
+            broken[key] = "".join(traceback.format_exception(e))[-4000:]
+    return {c.run_id: broken[stream_key(c.config)] for c in cells if stream_key(c.config) in broken}
 
 
 class StreamError(RuntimeError):
@@ -309,8 +318,12 @@ def run_sweep(spec_file: str | Path, sweep_dir: str | Path, *, address: str | No
                 todo.append(c)
         opts = {"num_cpus": r.num_cpus, "num_gpus": r.num_gpus, "resources": r.custom or None,
                 "max_retries": r.max_retries, "retry_exceptions": False}
-        build_streams_first(todo, sw.dir, {"num_cpus": r.num_cpus, "resources": r.custom or None,
-                                           "max_retries": r.max_retries}, log=log)
+        unbuilt = build_streams_first(todo, sw.dir, {"num_cpus": r.num_cpus, "resources": r.custom or None,
+                                                     "max_retries": r.max_retries}, log=log)
+        for c in todo:
+            if c.run_id in unbuilt:
+                states[c.run_id] = {"state": "failed", "error": unbuilt[c.run_id]}
+        todo = [c for c in todo if c.run_id not in unbuilt]
         multi = r.num_gpus > 1
         refs = {}
         for c in todo:

@@ -117,3 +117,25 @@ def test_localize_writes_ranked_table_pngs_and_ablation(run_dir, tmp_path):
     assert ab["before"]["cm"] == pytest.approx(res["cm_store"][-1], abs=1e-4)
     # the run folder itself was not written to
     assert not (run_dir / "mech").exists()
+
+
+def test_localize_as_a_ray_stage_over_a_folder_of_runs(tmp_path):
+    """Every complete run of a folder is one Ray task; each writes only its own mech/ folder."""
+    import ray
+
+    from cluster.mech_stage import run_stage
+    from cluster.sweep import init_ray
+
+    for seed in (3, 4):
+        cfg = tiny_run_config(train={"steps": 60, "seed": seed}, schedule={"every": 20},
+                              probes={"n_per_cell": 6, "n_neutral": 3})
+        train_run(cfg, tmp_path / "runs", progress=False, log=lambda *_: None)
+    init_ray(num_cpus=2)
+    try:
+        res = run_stage("localize", tmp_path / "runs", family="pronoun_gender", log=lambda *_: None)
+    finally:
+        ray.shutdown()
+    assert len(res) == 2 and not [r for r in res if "error" in r]
+    for r in res:
+        doc = json.loads(Path(r["json"]).read_text())
+        assert Path(r["json"]).parent.parent == Path(r["run"]) and doc["families"]["pronoun_gender"]["table"]
