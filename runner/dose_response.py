@@ -8,8 +8,9 @@ seed-mean final contrast margin (CM_final) and conflict final, the labels, and t
 model actually saw (pooled over cue classes, counted on the intervened stream). Across levels,
 including the baseline: Spearman rho(dose, seed-mean CM_final) and rho(dose, seed-mean final).
 
-The asymmetry table answers, per intervention and family: does any dose bring the seed-mean
-final to DISPLACED (<= ``displaced``) or to RECOVERED (>= ``recovered``), and from which dose.
+The asymmetry table answers, per intervention and family: does any dose bring a seed-mean final
+that was not DISPLACED at dose 0 to DISPLACED (<= ``displaced``: it kills), or one that was not
+RECOVERED to RECOVERED (>= ``recovered``: it rescues), and from which dose.
 """
 
 from __future__ import annotations
@@ -74,8 +75,13 @@ def dose_response(runs: list[dict], support_of, displaced: float = 0.6, recovere
                  "rho_final": _spearman(xs, [lv["mean_final"] for lv in levels])}
             groups.append(g)
             means = [lv["mean_final"] for lv in levels]
-            kill_at = next((lv["dose"] for lv in levels if lv["dose"] > 0 and lv["mean_final"] <= displaced), None)
-            rescue_at = next((lv["dose"] for lv in levels if lv["dose"] > 0 and lv["mean_final"] >= recovered), None)
+            base = levels[0]["mean_final"] if g["has_baseline"] else None
+            # kills: some dose brings a rule that was not DISPLACED at dose 0 to DISPLACED; rescues:
+            # some dose brings a rule that was not RECOVERED at dose 0 to RECOVERED
+            kill_at = None if base is not None and base <= displaced else next(
+                (lv["dose"] for lv in levels if lv["dose"] > 0 and lv["mean_final"] <= displaced), None)
+            rescue_at = None if base is not None and base >= recovered else next(
+                (lv["dose"] for lv in levels if lv["dose"] > 0 and lv["mean_final"] >= recovered), None)
             asym.append({
                 "intervention": name, "corpus": corpus, "family": fam,
                 "baseline_final": levels[0]["mean_final"] if g["has_baseline"] else None,

@@ -88,7 +88,7 @@ def _dose_sections(dr: dict, out: Path) -> list[str]:
         for a in dr["asymmetry"])
     parts = ["<h2>Interventions: the asymmetry</h2><p>Kill flips rule-winning events to counter-evidence in "
              "place; rescue injects rule-winning events. <i>Kills</i>: the seed-mean conflict final reaches "
-             "DISPLACED at some dose; <i>rescues</i>: it reaches RECOVERED.</p><table><tr><th class=l>intervention</th>"
+             "DISPLACED at some dose although it was not at dose 0; <i>rescues</i>: it reaches RECOVERED although it was not at dose 0.</p><table><tr><th class=l>intervention</th>"
              "<th class=l>family</th><th class=l>corpus</th><th>baseline final</th><th>kills?</th><th>rescues?</th>"
              "<th>monotone</th><th>max dose</th><th>max contested support seen</th><th>ρ(dose, CM final)</th></tr>"
              f"{rows}</table>"]
