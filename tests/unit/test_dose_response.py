@@ -1,0 +1,50 @@
+"""Dose-response grouping, Spearman rho with the dose-0 baseline, the asymmetry calls, and the
+dose predictions' PASS / FAIL / VOID."""
+
+import pytest
+
+import interventions  # noqa: F401  (registers kill and rescue)
+from runner.dose_response import dose_response
+from runner.prereg import DosePrediction
+from runner.verdicts import score_dose_prediction
+
+
+def _run(corpus, dose, seed, final, cm, label):
+    return {"run": f"{corpus}-{dose}-{seed}", "corpus": corpus, "budget": "packed", "seed": seed, "dose": dose,
+            "complete": True, "sealed": False, "status": "confirmatory",
+            "families": {"pronoun_gender": {"final": final, "cm_final": cm, "label": label, "control_valid": True}}}
+
+
+RUNS = [
+    _run("stories", "none", 1, 0.99, 2.5, "recovered"), _run("stories", "none", 2, 0.97, 2.7, "recovered"),
+    _run("stories", "kill:0.5", 1, 0.85, 1.0, "recovered"), _run("stories", "kill:0.5", 2, 0.7, 0.5, "intermediate"),
+    _run("stories", "kill:1.0", 1, 0.1, -1.5, "displaced"), _run("stories", "kill:1.0", 2, 0.2, -1.0, "displaced"),
+    _run("web", "none", 1, 0.05, -1.2, "displaced"),
+    _run("web", "rescue:1", 1, 0.1, -1.0, "displaced"), _run("web", "rescue:100", 1, 0.3, -0.2, "displaced"),
+]
+
+
+def test_groups_rho_and_asymmetry():
+    sup = {"none": 4.0, "kill:0.5": 0.8, "kill:1.0": 0.0, "rescue:1": 1.1, "rescue:100": 105.0}
+    dr = dose_response(RUNS, lambda r, fam: {"contested": sup[r["dose"]]})
+    kill = next(g for g in dr["groups"] if g["intervention"] == "kill")
+    assert [lv["dose"] for lv in kill["levels"]] == [0.0, 0.5, 1.0]
+    assert kill["levels"][1]["mean_final"] == pytest.approx(0.775) and kill["levels"][2]["n_seeds"] == 2
+    assert kill["rho_cm_final"] == pytest.approx(-1.0) and kill["levels"][2]["support_contested"] == 0.0
+    asym = {a["intervention"]: a for a in dr["asymmetry"]}
+    assert asym["kill"]["kills"] and asym["kill"]["kills_from_dose"] == 1.0 and not asym["kill"]["rescues"]
+    assert asym["kill"]["monotone_final"]
+    assert not asym["rescue"]["rescues"] and not asym["rescue"]["kills"]  # already displaced at dose 0
+    assert asym["rescue"]["max_support_contested"] == 105.0
+
+
+def test_dose_predictions_pass_fail_void():
+    dr = dose_response(RUNS, lambda r, fam: {})
+    pred = dict(id="D", family="pronoun_gender", intervention="kill", corpus="stories", quantity="rho_cm_final")
+    assert score_dose_prediction(DosePrediction(**pred, op="<", value=0), dr, RUNS)["result"] == "PASS"
+    assert score_dose_prediction(DosePrediction(**pred, op=">", value=0), dr, RUNS)["result"] == "FAIL"
+    rescue = {**pred, "intervention": "rescue", "corpus": "web"}
+    assert score_dose_prediction(DosePrediction(**rescue, op=">", value=0), dr, RUNS)["result"] == "PASS"
+    void = score_dose_prediction(DosePrediction(**rescue, op=">", value=0, min_levels=4), dr, RUNS)
+    assert void["result"] == "VOID" and "3 dose levels, 4 needed" in void["why"]
+    assert score_dose_prediction(DosePrediction(**{**pred, "corpus": "nope"}, op="<", value=0), dr, RUNS)["result"] == "VOID"
