@@ -15,7 +15,9 @@ CI: percentile bootstrap of the pooled ratio (rule + 1) / (prior + 1), resamplin
 1,000 contiguous blocks of documents when there are more than 20,000 documents), 1,000 resamples.
 
 Calibration (``fit_critical_ratio``). From finished runs that varied support: x = log support
-ratio of the stream each run saw, y = 1 for RECOVERED, 0 for DISPLACED (other labels left out).
+ratio of the stream each run saw, y = 1 for RECOVERED, 0 for DISPLACED; an UNSTABLE or
+INTERMEDIATE run counts by its final against the midpoint of the two thresholds (0.7 with the
+registered constants), since short noisy final windows make UNSTABLE common; NEVER is left out.
 If the two classes separate, f* is the geometric midpoint of the gap and its interval the gap
 itself; otherwise a logistic fit p = sigmoid(a + b x) gives f* = exp(-a / b) with a bootstrap
 interval over runs. A corpus is *at risk* when its ratio's CI lies below f*'s interval, *safe*
@@ -274,13 +276,20 @@ def calibration_points(sweeps: list[str | Path], family: str, mode: str) -> list
     return pts
 
 
+def survived(p: dict, displaced: float = 0.6, recovered: float = 0.8) -> bool:
+    """RECOVERED -> True, DISPLACED -> False, others by final against the midpoint."""
+    if p["label"] in ("recovered", "displaced"):
+        return p["label"] == "recovered"
+    return p["final"] >= (displaced + recovered) / 2
+
+
 def fit_critical_ratio(points: list[dict], n_boot: int = 500, seed: int = 0) -> dict:
     """f* (the ratio where the final label turns from displaced to recovered) with an interval."""
     from scipy.optimize import minimize
 
-    use = [p for p in points if p["label"] in ("recovered", "displaced")]
-    x = np.log([p["ratio"] for p in use])
-    y = np.array([p["label"] == "recovered" for p in use], float)
+    use = [p for p in points if p["label"] != "never" and p["label"] != "incomplete"]
+    x = np.log([max(p["ratio"], 1e-9) for p in use])
+    y = np.array([survived(p) for p in use], float)
     base = {"n_points": len(use), "n_recovered": int(y.sum()), "n_displaced": int(len(y) - y.sum()),
             "left_out": [p["run"] for p in points if p not in use]}
     if y.sum() == 0 or y.sum() == len(y):

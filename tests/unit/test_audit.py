@@ -92,10 +92,13 @@ def _pts(pairs):
 
 def test_fit_separated_logistic_and_calls():
     sep = fit_critical_ratio(_pts([(0.1, "displaced"), (0.4, "displaced"), (1.0, "recovered"), (4.0, "recovered"),
-                                   (2.0, "unstable")]))
+                                   (2.0, "never")]))
     assert sep["method"] == "separated" and sep["ci"] == pytest.approx([0.4, 1.0])
     assert sep["f_star"] == pytest.approx(np.sqrt(0.4))
     assert sep["left_out"] == ["r4"]
+    unstable = _pts([(0.1, "displaced"), (0.4, "unstable"), (1.0, "recovered")])
+    unstable[1]["final"] = 0.75  # counts as survived (>= 0.7)
+    assert fit_critical_ratio(unstable)["ci"] == pytest.approx([0.1, 0.4])
     assert risk([0.1, 0.12], sep) == "at risk" and risk([3.9, 4.1], sep) == "safe"
     assert risk([0.3, 0.5], sep) == "undetermined"
     mixed = fit_critical_ratio(_pts([(0.1, "displaced"), (0.3, "displaced"), (0.5, "recovered"), (0.6, "displaced"),
