@@ -489,7 +489,8 @@ def monitor_replay(
     path: Path = typer.Argument(..., help="a run, a runs folder or a sweep"),
     family: str = typer.Option("pronoun_gender", help="the watched rule family"),
     every: int = typer.Option(50, help="observe every N steps"),
-    window: int = typer.Option(8, help="observations in the Theil-Sen fit"),
+    window: int = typer.Option(12, help="observations in the Theil-Sen fit"),
+    confidence: float = typer.Option(0.95, help="of the Theil-Sen slope interval"),
     horizon: int = typer.Option(1000, help="warn if the projected crossing is within this many steps"),
 ) -> None:
     """Replay the live monitor on finished runs: first warning, collapse onset, lead time, false alarms."""
@@ -502,7 +503,7 @@ def monitor_replay(
         runs = find_runs(path)
     except ValueError as e:
         raise UserError(str(e)) from None
-    k = TrendConfig(every=every, window=window, horizon=horizon)
+    k = TrendConfig(every=every, window=window, horizon=horizon, confidence=confidence)
     t = Table(title=f"monitor replay ({family}; Theil-Sen over {window} evals every {every} steps, horizon {horizon})")
     for col in ("run", "label", "warnings at", "onset", "CM cross", "lead (steps, to onset else CM cross)", "false alarm"):
         t.add_column(col)

@@ -30,9 +30,9 @@ from .scoring import aggregate, continuation_logprobs, encode_battery
 @dataclass(frozen=True)
 class TrendConfig:
     every: int = 50  # observe every N steps
-    window: int = 8  # observations in the slope fit
+    window: int = 12  # observations in the slope fit
     horizon: int = 1000  # warn if the projected crossing is within this many steps
-    confidence: float = 0.9  # of the Theil-Sen slope interval
+    confidence: float = 0.95  # of the Theil-Sen slope interval
     min_step: int = 100  # ignore the first steps (the rule has not formed yet)
 
 
@@ -74,7 +74,7 @@ def replay(steps, cms, k: TrendConfig = TrendConfig()) -> list[dict]:
     return out
 
 
-def frozen_probe_set(items: list[ProbeItem], families, n: int = 32) -> list[ProbeItem]:
+def frozen_probe_set(items: list[ProbeItem], families, n: int = 64) -> list[ProbeItem]:
     """The monitor's probes: the first ``n`` heldout conflict and ``n`` heldout agree items per
     family (a fixed subset, so every observation scores the same items)."""
     out: list[ProbeItem] = []
@@ -152,7 +152,7 @@ def hf_callback(monitor: Monitor):
     return UngrokMonitorCallback()
 
 
-def replay_run(run_dir, family: str, k: TrendConfig = TrendConfig(), n: int = 32) -> dict:
+def replay_run(run_dir, family: str, k: TrendConfig = TrendConfig(), n: int = 64) -> dict:
     """What a live monitor would have said on a finished run: its frozen probe set's CM
     recomputed from the stored per-item log-probs, replayed through :func:`replay`; with the
     run's label and collapse onset, the lead time (onset - first warning) or a false alarm (a

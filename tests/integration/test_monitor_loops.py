@@ -66,7 +66,7 @@ def test_ungrok_trainer_watch_records_warnings_as_store_events(tmp_path):
     fam = store.g["pronoun_gender"]
     ids = list(fam["item"][:])
     cond, split = fam["condition"][:], fam["split"][:]
-    conflict = [i for i, (c, s) in enumerate(zip(cond, split)) if c == "conflict" and s == "heldout"][:32]
+    conflict = [i for i, (c, s) in enumerate(zip(cond, split)) if c == "conflict" and s == "heldout"][:64]
     diff = store.series("pronoun_gender/logp_correct") - store.series("pronoun_gender/logp_distractor")
     for row, step in enumerate(store.steps()):
         assert h["cm"][h["step"].index(int(step))] == pytest.approx(diff[row, conflict].mean(), abs=1e-4)
