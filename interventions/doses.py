@@ -62,7 +62,29 @@ def _config(cfg: RunConfig, base_path: Path) -> dict:
             "families": list(cfg.dose_families), "seed": cfg.intervention.seed}
 
 
-class Kill:
+class _Dose:
+    """The shared build: reuse a stream whose manifest matches, else edit the base corpus's rows
+    (``edit``, per intervention), count the support the model will see on the result, and write
+    the stream atomically beside the base corpus with a manifest of what was done."""
+
+    name = ""
+
+    def build(self, cfg: RunConfig, level: float, base_path: Path) -> Path:
+        config, dest = _config(cfg, base_path), _dest(cfg, base_path)
+        if _existing(dest, config):
+            return dest
+        base = load_corpus(base_path)
+        tok = base.tokenizer
+        rows, gen = self.edit(cfg, level, base, tok)
+        support = count_support(rows, tok, cfg.probes.families, pad_id=base.pad_id)
+        gen = {"kind": self.name, "base_corpus": str(base_path), **gen}
+        return write_corpus(dest, rows, tok, config, gen, support=support)
+
+    def edit(self, cfg: RunConfig, level: float, base, tok) -> tuple[np.ndarray, dict]:
+        raise NotImplementedError
+
+
+class Kill(_Dose):
     """Flip rule-winning events to counter-evidence in place at rate p (0 < p <= 1)."""
 
     name = "kill"
@@ -71,12 +93,7 @@ class Kill:
         if not 0.0 < level <= 1.0:
             raise ValueError(f"kill rate {level} must be in (0, 1]")
 
-    def build(self, cfg: RunConfig, level: float, base_path: Path) -> Path:
-        config, dest = _config(cfg, base_path), _dest(cfg, base_path)
-        if _existing(dest, config):
-            return dest
-        base = load_corpus(base_path)
-        tok = base.tokenizer
+    def edit(self, cfg: RunConfig, level: float, base, tok) -> tuple[np.ndarray, dict]:
         rows, per_family = base.rows, {}
         for f in cfg.dose_families:
             res = FLIPS.get(f)(rows, RULES.get(f), tok, level, cfg.intervention.seed)
@@ -88,15 +105,12 @@ class Kill:
                 int((rows != base.pad_id).sum()) != base.n_tokens:
             raise RuntimeError(f"kill changed {changed} tokens for {n_flipped} flips or moved tokens; this is a bug")
         if n_flipped == 0:
-            raise InterventionError(f"dose {cfg.dose}: no rule-winning event found in {base_path} for "
+            raise InterventionError(f"dose {cfg.dose}: no rule-winning event found in {base.path} for "
                                     f"{list(cfg.dose_families)}; nothing to kill (is it a template corpus?)")
-        support = count_support(rows, tok, cfg.probes.families, pad_id=base.pad_id)
-        gen = {"kind": "kill", "rate": level, "per_family": per_family, "tokens_changed": changed,
-               "base_corpus": str(base_path)}
-        return write_corpus(dest, rows, tok, config, gen, support=support)
+        return rows, {"rate": level, "per_family": per_family, "tokens_changed": changed}
 
 
-class Rescue:
+class Rescue(_Dose):
     """Inject rule-winning events at d x the reference density (d > 0)."""
 
     name = "rescue"
@@ -120,14 +134,9 @@ class Rescue:
                       "per_token": p["rule"] / n_tokens}
         return out
 
-    def build(self, cfg: RunConfig, level: float, base_path: Path) -> Path:
+    def edit(self, cfg: RunConfig, level: float, base, tok) -> tuple[np.ndarray, dict]:
         from runner.train import battery_for
 
-        config, dest = _config(cfg, base_path), _dest(cfg, base_path)
-        if _existing(dest, config):
-            return dest
-        base = load_corpus(base_path)
-        tok = base.tokenizer
         fams = list(cfg.dose_families)
         for f in fams:
             fam = RULES.get(f)
@@ -135,7 +144,7 @@ class Rescue:
             if missing:
                 raise InterventionError(f"dose {cfg.dose}: the corpus tokenizer lacks the rescue words of {f} "
                                         f"(e.g. {missing[0]!r}); rescue needs the built-in world's vocabulary")
-        ref = self.reference_density(cfg, fams, base_path.parent)
+        ref = self.reference_density(cfg, fams, base.path.parent)
         items = battery_for(cfg)
         injected, per_family = [], {}
         for f in fams:
@@ -146,15 +155,11 @@ class Rescue:
             check_disjoint(items, res.cues, lambda: res.texts(tok), res.rows, tok)  # GateError names the string
             injected.append(res.rows)
             per_family[f] = {"target_events": target, "injected_events": res.events, "injected_rows": len(res.rows),
-                             "injected_tokens": int((res.rows != base.pad_id).sum()),
-                             "reference": ref[f]}
+                             "injected_tokens": int((res.rows != base.pad_id).sum()), "reference": ref[f]}
         allrows = np.concatenate([base.rows, *injected])
         order = np.random.default_rng([cfg.intervention.seed, 7]).permutation(len(allrows))
-        rows = allrows[order]
-        support = count_support(rows, tok, cfg.probes.families, pad_id=base.pad_id)
-        gen = {"kind": "rescue", "dose": level, "per_family": per_family, "base_corpus": str(base_path),
-               "base_rows": int(len(base.rows)), "base_tokens": base.n_tokens}
-        return write_corpus(dest, rows, tok, config, gen, support=support)
+        return allrows[order], {"dose": level, "per_family": per_family, "base_rows": int(len(base.rows)),
+                                "base_tokens": base.n_tokens}
 
 
 DOSES.register("kill", Kill())
