@@ -60,7 +60,7 @@ def dose_response(runs: list[dict], support_of, displaced: float = 0.6, recovere
                 figs = [r["families"][fam] for r in rs]
                 sup = support_of(rs[0], fam) or {}
                 levels.append({
-                    "dose": level, "dose_name": "none" if level == 0 else f"{name}:{level:g}", "n_seeds": len(rs),
+                    "dose": level, "dose_name": rs[0].get("dose", "none"), "n_seeds": len(rs),
                     "seeds": [r["seed"] for r in rs], "labels": [f["label"] for f in figs],
                     "finals": [f["final"] for f in figs], "cm_finals": [f["cm_final"] for f in figs],
                     "mean_final": float(np.mean([f["final"] for f in figs])),
