@@ -40,6 +40,17 @@ def tiny_run_config(**overrides) -> RunConfig:
 
 
 @pytest.fixture(autouse=True)
+def _restore_environ():
+    """Give every test the environment it started with: a library that writes os.environ (e.g.
+    accelerate sets RANK / WORLD_SIZE when it finds a process group an earlier in-process run
+    made) must not leak into later tests and the subprocesses and Ray workers they start."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
 def _seed_everything():
     random.seed(0)
     np.random.seed(0)
