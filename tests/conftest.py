@@ -40,14 +40,19 @@ def tiny_run_config(**overrides) -> RunConfig:
 
 
 @pytest.fixture(autouse=True)
-def _restore_environ():
-    """Give every test the environment it started with: a library that writes os.environ (e.g.
-    accelerate sets RANK / WORLD_SIZE when it finds a process group an earlier in-process run
-    made) must not leak into later tests and the subprocesses and Ray workers they start."""
-    saved = dict(os.environ)
+def _no_leaked_rendezvous():
+    """A library that writes the process-group rendezvous variables (accelerate sets RANK,
+    WORLD_SIZE, MASTER_* when it finds the process group an earlier in-process run made) must not
+    leak them into later tests and the subprocesses and Ray workers they start (which would then
+    take themselves for ranks of a launcher). LOCAL_RANK stays: DeepSpeed reads it in-process."""
+    keys = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    saved = {k: os.environ.get(k) for k in keys}
     yield
-    os.environ.clear()
-    os.environ.update(saved)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(autouse=True)
