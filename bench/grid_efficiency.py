@@ -42,43 +42,50 @@ def _noop():
     return os.getpid()
 
 
-def main() -> None:
+def measure(seeds: int = 4, steps: int = 300) -> list[dict]:
+    """Rows ``{figure, value, conditions}`` for the benchmark table (see the module docstring)."""
     import ray
 
     from cluster.sweep import init_ray, run_sweep
+    from runner.corpora import build_corpus
+    from runner.grid import load_grid
 
+    workers = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / "g.toml"
+        spec.write_text(SPEC.format(seeds=list(range(seeds)), n=steps * 32, steps=steps))
+        # Build the corpus once outside the timing (every cell shares it).
+        build_corpus(load_grid(spec).cells()[0].config.corpus, Path(tmp) / "sw" / "corpora")
+        init_ray(num_cpus=workers)
+        try:
+            t = time.time()
+            ray.get(ray.remote(_noop).remote())
+            t_first = time.time() - t
+            fresh = []
+            for _ in range(5):
+                t = time.time()
+                ray.get(ray.remote(max_calls=1)(_noop).remote())
+                fresh.append(time.time() - t)
+            res = run_sweep(spec, Path(tmp) / "sw", progress=False)
+        finally:
+            ray.shutdown()
+    cond = f"local Ray, {workers} workers, {seeds} cells x {steps} steps (d32 model), 1 CPU per cell"
+    return [
+        {"figure": "grid efficiency = sum of run times / (workers x wall)", "value": f"{res['efficiency']:.3f}",
+         "conditions": f"{cond}; wall {res['wall_seconds']:.1f} s, sum {res['sum_run_seconds']:.1f} s"},
+        {"figure": "runs/hour", "value": f"{res['ran'] / res['wall_seconds'] * 3600:.0f}", "conditions": "same run"},
+        {"figure": "Ray empty task in a fresh worker, median (s)", "value": f"{statistics.median(fresh):.2f}",
+         "conditions": f"max_calls=1, what every cell pays once; first task (worker start) {t_first:.2f} s"},
+    ]
+
+
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--steps", type=int, default=300)
     args = ap.parse_args()
-    workers = os.cpu_count() or 1
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = Path(tmp) / "g.toml"
-        spec.write_text(SPEC.format(seeds=list(range(args.seeds)), n=args.steps * 32, steps=args.steps))
-        # Build the corpus once outside the timing (every cell shares it).
-        from runner.corpora import build_corpus
-        from runner.grid import load_grid
-
-        build_corpus(load_grid(spec).cells()[0].config.corpus, Path(tmp) / "sw" / "corpora")
-        init_ray(num_cpus=workers)
-        t = time.time()
-        ray.get(ray.remote(_noop).remote())
-        t_first = time.time() - t
-        fresh = []
-        for _ in range(5):
-            t = time.time()
-            ray.get(ray.remote(max_calls=1)(_noop).remote())
-            fresh.append(time.time() - t)
-        res = run_sweep(spec, Path(tmp) / "sw", progress=False)
-        ray.shutdown()
-    print(f"machine: {workers} cores; grid: {args.seeds} cells x {args.steps} steps (d32 model), 1 CPU per cell")
-    print(f"{'figure':<44}{'value':>12}")
-    print(f"{'wall time (s)':<44}{res['wall_seconds']:>12.1f}")
-    print(f"{'sum of run times (s)':<44}{res['sum_run_seconds']:>12.1f}")
-    print(f"{'efficiency = sum / (workers x wall)':<44}{res['efficiency']:>12.3f}")
-    print(f"{'runs/hour':<44}{res['ran'] / res['wall_seconds'] * 3600:>12.1f}")
-    print(f"{'empty task, first (worker start) (s)':<44}{t_first:>12.2f}")
-    print(f"{'empty task in a fresh worker, median (s)':<44}{statistics.median(fresh):>12.2f}")
+    for r in measure(args.seeds, args.steps):
+        print(f"{r['figure']:<56}{r['value']:>10}   {r['conditions']}")
 
 
 if __name__ == "__main__":

@@ -58,13 +58,10 @@ def time_deepspeed(cfg, rows, plan, pad, steps, warmup, d_vocab, stage):
     return steps / (time.perf_counter() - t0)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--warmup", type=int, default=20)
-    args = ap.parse_args()
+def measure(steps: int = 300, warmup: int = 20, stages: tuple[int, ...] = (0, 1, 2)) -> list[dict]:
+    """Rows ``{figure, value, conditions}`` for the benchmark table (see the module docstring)."""
     torch.set_num_threads(1)
-    total = args.steps + args.warmup
+    total = steps + warmup
     cfg = RunConfig(corpus={"name": "web", "n_stories": total * 32}, train={"steps": total})
     with tempfile.TemporaryDirectory() as tmp:
         corpus = load_corpus(build_corpus(cfg.corpus, tmp))
@@ -74,13 +71,24 @@ def main() -> None:
     ensure_process_group()
     tokens = cfg.train.batch_size * cfg.corpus.story_tokens
     n = n_params(build_model(cfg.model, d_vocab, 0))
-    plain = time_plain(cfg, rows, plan, corpus.pad_id, args.steps, args.warmup, d_vocab)
-    print(f"model {n:,} params, batch {cfg.train.batch_size}x{cfg.corpus.story_tokens}, 1 thread, {args.steps} timed steps")
-    print(f"{'path':<22}{'steps/s':>10}{'tokens/s':>12}{'ratio vs plain':>16}")
-    print(f"{'plain PyTorch':<22}{plain:>10.2f}{plain * tokens:>12,.0f}{1.0:>16.3f}")
-    for stage in (0, 1, 2):
-        ds = time_deepspeed(cfg, rows, plan, corpus.pad_id, args.steps, args.warmup, d_vocab, stage)
-        print(f"{'DeepSpeed ZeRO-' + str(stage):<22}{ds:>10.2f}{ds * tokens:>12,.0f}{ds / plain:>16.3f}")
+    plain = time_plain(cfg, rows, plan, corpus.pad_id, steps, warmup, d_vocab)
+    cond = f"{n:,}-param default model, batch {cfg.train.batch_size}x{cfg.corpus.story_tokens}, 1 thread, {steps} timed steps"
+    out = [{"figure": "plain PyTorch steps/s", "value": f"{plain:.2f}",
+            "conditions": f"{cond}; {plain * tokens:,.0f} tokens/s"}]
+    for stage in stages:
+        ds = time_deepspeed(cfg, rows, plan, corpus.pad_id, steps, warmup, d_vocab, stage)
+        out.append({"figure": f"DeepSpeed ZeRO-{stage} / plain PyTorch steps/s", "value": f"{ds / plain:.3f}",
+                    "conditions": f"same run, same model and batches; {ds:.2f} steps/s"})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=20)
+    args = ap.parse_args()
+    for r in measure(args.steps, args.warmup):
+        print(f"{r['figure']:<42}{r['value']:>10}   {r['conditions']}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""The ``ungrok`` command line. Thin: parse, build typed configs, call runner functions.
+"""The ``ungrok`` command line. Thin: parse, build typed configs, call runner/cluster functions.
 
 Bad input is reported as one line naming the field and the fix (exit code 2) before any job
-starts; no traceback for user errors.
+starts; no traceback for user errors. This module holds corpus, training, sweep and demo
+commands; ``cluster.cli_analysis`` and ``cluster.cli_mech`` register the rest on the same app.
 """
 
 from __future__ import annotations
@@ -15,25 +16,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="ungrok: natural-ungrokking research runs.")
-corpus_app = typer.Typer(no_args_is_help=True, help="Build and inspect corpora.")
-app.add_typer(corpus_app, name="corpus")
-prereg_app = typer.Typer(no_args_is_help=True, help="Lock, verify and amend a pre-registration.")
-app.add_typer(prereg_app, name="prereg")
-mech_app = typer.Typer(no_args_is_help=True, help="Capture activations and localize the competing pattern.")
-app.add_typer(mech_app, name="mech")
-console = Console(width=None if sys.stdout.isatty() else 140)
-
-
-class UserError(Exception):
-    pass
-
-
-def _validation_message(e: ValidationError, prefix: str = "") -> str:
-    from runner.config import field_error
-
-    return prefix + field_error(e)
-
+from cluster.cli_base import UserError, _validation_message, app, console, corpus_app, main
 
 def _corpus_config(preset: str, seed: int, n_stories: Optional[int], support: Optional[float],
                    text_column: str):
@@ -224,135 +207,6 @@ def show(
     console.print(f"plot: {plot_run(run, figures=summary['families'])}")
 
 
-def _locked(prereg: Optional[Path]):
-    from runner.prereg import PreregError, load_locked
-
-    if prereg is None:
-        return None
-    try:
-        return load_locked(prereg)
-    except PreregError as e:
-        raise UserError(str(e)) from None
-
-
-@prereg_app.command("lock")
-def prereg_lock(file: Path = typer.Argument(..., help="the prereg TOML")) -> None:
-    """Lock the prereg: record its sha256, UTC time, ungrok version and git commit."""
-    from runner.prereg import PreregError, lock, lock_path
-
-    try:
-        rec = lock(file)
-    except PreregError as e:
-        raise UserError(str(e)) from None
-    console.print(f"locked {file}: sha256 {rec['sha256'][:16]}… at {rec['locked_utc']} -> {lock_path(file)}")
-
-
-@prereg_app.command("verify")
-def prereg_verify(file: Path = typer.Argument(..., help="the prereg TOML")) -> None:
-    """Check the prereg against its lock and the amendment chain."""
-    rec = _locked(file).record
-    console.print(f"ok: {file} matches its lock ({rec['sha256'][:16]}…, {len(rec['amendments'])} amendments)")
-
-
-@prereg_app.command("amend")
-def prereg_amend(
-    file: Path = typer.Argument(..., help="the locked prereg TOML"),
-    set_: list[str] = typer.Option(..., "--set", help="classifier.<constant>=<number>; repeatable"),
-    reason: str = typer.Option(..., help="why (recorded in the chain and the report)"),
-) -> None:
-    """Append a dated, hash-chained amendment (applies to data produced after it)."""
-    from runner.prereg import PreregError, amend
-
-    changes = {}
-    for item in set_:
-        key, eq, val = item.partition("=")
-        try:
-            changes[key.strip()] = float(val) if "." in val or "e" in val else int(val)
-        except ValueError:
-            raise UserError(f"--set {item!r}: expected KEY=NUMBER, e.g. classifier.displaced=0.55") from None
-        if not eq:
-            raise UserError(f"--set {item!r}: expected KEY=NUMBER")
-    try:
-        rec = amend(file, changes, reason)
-    except PreregError as e:
-        raise UserError(str(e)) from None
-    a = rec["amendments"][-1]
-    console.print(f"amendment {a['n']} at {a['utc']}: {a['changes']} (hash {a['hash'][:12]}…)")
-
-
-@app.command()
-def verdict(
-    paths: list[Path] = typer.Argument(..., help="run folders, runs folders or sweeps (several are analysed together)"),
-    prereg: Path = typer.Option(..., help="the locked prereg TOML"),
-    unseal: bool = typer.Option(False, help="read quarantined seeds (logged beside the prereg)"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="default <first path>/verdict.json"),
-) -> None:
-    """Score every run and every registered prediction; print a scoreboard and write JSON."""
-    from rich.table import Table
-
-    from runner.train import write_json_atomic
-    from runner.verdicts import verdict as compute
-
-    locked = _locked(prereg)
-    path = paths[0]
-    try:
-        v = compute(paths if len(paths) > 1 else path, locked, unseal)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    t = Table(title=f"runs under {prereg}")
-    for col in ("run", "status", "family", "label", "final", "final 95% CI", "control", "onset", "CM cross"):
-        t.add_column(col)
-    for r in v["runs"]:
-        if r["sealed"]:
-            t.add_row(r["run"], "sealed", "", "", "", "", "", "", "")
-        for fam, f in r["families"].items():
-            t.add_row(r["run"], r["status"], fam, f.get("label"), f"{f.get('final', float('nan')):.2f}",
-                      str([round(x, 2) for x in f.get("final_ci", [])]), "valid" if f.get("control_valid") else "INVALID",
-                      str(f.get("onset")), str(f.get("cm_cross")))
-    console.print(t)
-    sb = Table(title="scoreboard")
-    for col in ("id", "rule", "result", "status", "values / why"):
-        sb.add_column(col)
-    for p in v["predictions"] + v["falsifiers"] + v["dose_predictions"]:
-        sb.add_row(p["id"], f"{p['family']} {p['select']}: {p['rule']}", p["result"], p["status"],
-                   p.get("why") or str([round(x, 3) if isinstance(x, float) else x for x in p.get("values", [])]))
-    console.print(sb)
-    if v["dose_response"]["groups"]:
-        dt = Table(title="dose-response (dose 0 = undosed runs of the same corpus and budget)")
-        for col in ("intervention", "family", "corpus", "dose", "seeds", "support seen (contested)",
-                    "mean final", "mean CM final", "labels"):
-            dt.add_column(col)
-        for g in v["dose_response"]["groups"]:
-            for lv in g["levels"]:
-                sup = lv["support_contested"]
-                dt.add_row(g["intervention"], g["family"], f"{g['corpus']}/{g['budget']}", lv["dose_name"],
-                           str(lv["n_seeds"]), f"{sup:.3g}" if sup is not None else "-", f"{lv['mean_final']:.3f}",
-                           f"{lv['mean_cm_final']:+.2f}", ", ".join(lv["labels"]))
-            rho = g["rho_cm_final"]
-            dt.add_row("", "", "", "rho(dose, CM final)", "", "", "", f"{rho:+.2f}" if rho is not None else "-", "")
-        console.print(dt)
-    dest = json_out or (path / "verdict.json")
-    write_json_atomic(dest, json.loads(json.dumps(v, default=str)))
-    console.print(f"wrote {dest}")
-
-
-@app.command()
-def report(
-    paths: list[Path] = typer.Argument(..., help="run folders, runs folders or sweeps (several are reported together)"),
-    prereg: Optional[Path] = typer.Option(None, help="the locked prereg TOML (default: none, all exploratory)"),
-    unseal: bool = typer.Option(False, help="include quarantined seeds (logged)"),
-    out: Optional[Path] = typer.Option(None, help="report folder (default <first path>/report)"),
-) -> None:
-    """Write the HTML report page (images embedded) and its PNGs."""
-    from runner.html_report import write_report
-
-    locked = _locked(prereg)
-    try:
-        page = write_report(paths, locked, unseal, out)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    console.print(f"report: {page}")
-
 
 @app.command()
 def sweep(
@@ -417,208 +271,46 @@ def submit(
         raise typer.Exit(1)
 
 
-@app.command()
-def audit(
-    corpus: Path = typer.Argument(..., help="a built corpus folder, a Hugging Face dataset on disk, a .txt file or folder, or a .npy token stream"),
-    rules: str = typer.Option("pronoun_gender,number_agreement", help="rule families (comma-separated)"),
-    calibration: Optional[list[Path]] = typer.Option(None, help="a finished sweep that varied support (repeatable): fits f* per rule"),
-    mode: Optional[str] = typer.Option(None, help="support mode: contested | windowed (default: contested where the family has it)"),
-    text_column: str = typer.Option("text", help="text column of a Hugging Face dataset"),
-    tokenizer: Optional[Path] = typer.Option(None, help="tokenizer.json of a .npy token stream (or to use instead of the word-level one)"),
-    workers: int = typer.Option(1, help="processes counting blocks in parallel"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="default runs/audit/<corpus name>.json"),
-) -> None:
-    """Support ratio per rule with a bootstrap CI (streamed); with --calibration, f* and at risk / safe."""
-    from rich.progress import Progress
-    from rich.table import Table
-
-    from runner.audit import (AuditError, audit_corpus, calibration_points, default_mode, fit_critical_ratio,
-                              plot_calibration, risk, write_json)
-
-    fams = [f.strip() for f in rules.split(",") if f.strip()]
-    try:
-        from runner.rules import RULES
-
-        for f in fams:
-            RULES.get(f)
-    except KeyError as e:
-        raise UserError(f"rules: {e.args[0]}") from None
-    with Progress(console=console, transient=True) as p:
-        task = p.add_task(f"auditing {corpus}", total=None)
-        try:
-            res = audit_corpus(corpus, fams, text_column=text_column, tokenizer=str(tokenizer) if tokenizer else None,
-                               workers=workers, progress=lambda n, tot: p.update(task, completed=n, total=tot))
-        except AuditError as e:
-            raise UserError(str(e)) from None
-    dest = json_out or Path("runs/audit") / f"{corpus.resolve().name}.json"
-    report = {"corpus": str(corpus), "n_docs": res.n_docs, "n_tokens": res.n_tokens, "seconds": round(res.seconds, 2),
-              "tokens_per_second": round(res.tokens_per_second), "workers": workers, "families": res.families}
-    t = Table(title=f"{corpus}: {res.n_docs:,} documents, {res.n_tokens:,} tokens, {res.tokens_per_second:,.0f} tokens/s")
-    for col in ("rule", "mode", "rule events", "prior events", "support ratio [95% CI]", "f* [interval]", "call"):
-        t.add_column(col)
-    for f in fams:
-        m = mode or default_mode(f)
-        if m not in res.families[f]:
-            raise UserError(f"mode: {m!r} is not counted for {f} (has {sorted(res.families[f])})")
-        c = res.families[f][m]
-        fstar, call = "-", "-"
-        if calibration:
-            pts = calibration_points(calibration, f, m)
-            fit = fit_critical_ratio(pts)
-            c["call"] = call = risk(c["ci"], fit)
-            report.setdefault("calibration", {})[f] = {"mode": m, "sweeps": [str(x) for x in calibration],
-                                                       "points": pts, "fit": fit, "call": call}
-            cal_dir = Path(calibration[0]) / "calibration"
-            cal_dir.mkdir(exist_ok=True)
-            write_json(cal_dir / f"{f}-{m}.json", {"family": f, "mode": m, "points": pts, "fit": fit,
-                                                   "audited": {"corpus": str(corpus), **c}})
-            plot_calibration(pts, fit, f, m, cal_dir / f"{f}-{m}.png", audited=c)
-            if fit.get("f_star"):
-                fstar = f"{fit['f_star']:.3g} [{fit['ci'][0]:.3g}, {fit['ci'][1]:.3g}] ({fit['method']}, {fit['n_points']} runs)"
-            else:
-                fstar = fit.get("why", "-")
-        t.add_row(f, m, f"{c['rule']:,}", f"{c['prior']:,}", f"{c['ratio']:.3g} [{c['ci'][0]:.3g}, {c['ci'][1]:.3g}]",
-                  fstar, call)
-    console.print(t)
-    write_json(dest, report)
-    console.print(f"wrote {dest}")
-
-
-@app.command("monitor-replay")
-def monitor_replay(
-    path: Path = typer.Argument(..., help="a run, a runs folder or a sweep"),
-    family: str = typer.Option("pronoun_gender", help="the watched rule family"),
-    every: int = typer.Option(50, help="observe every N steps"),
-    window: int = typer.Option(12, help="observations in the Theil-Sen fit"),
-    confidence: float = typer.Option(0.95, help="of the Theil-Sen slope interval"),
-    horizon: int = typer.Option(1000, help="warn if the projected crossing is within this many steps"),
-) -> None:
-    """Replay the live monitor on finished runs: first warning, collapse onset, lead time, false alarms."""
-    from rich.table import Table
-
-    from runner.monitor import TrendConfig, replay_run
-    from runner.verdicts import find_runs
-
-    try:
-        runs = find_runs(path)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    k = TrendConfig(every=every, window=window, horizon=horizon, confidence=confidence)
-    t = Table(title=f"monitor replay ({family}; Theil-Sen over {window} evals every {every} steps, horizon {horizon})")
-    for col in ("run", "label", "warnings at", "onset", "CM cross", "lead (steps, to onset else CM cross)", "false alarm"):
-        t.add_column(col)
-    for d in runs:
-        r = replay_run(d, family, k)
-        t.add_row(d.name, str(r["label"]), ", ".join(map(str, r["warning_steps"])) or "-", str(r["onset"]), str(r["cm_cross"]),
-                  str(r["lead"]), "YES" if r["false_alarm"] else "")
-    console.print(t)
-
-
-@mech_app.command("capture")
-def mech_capture(
-    path: Path = typer.Argument(..., help="a run folder, or a sweep (every complete run, one Ray task each)"),
-    steps: Optional[str] = typer.Option(None, help="comma-separated checkpoint steps (default: all)"),
-    batch_size: int = typer.Option(64, help="items per forward pass (bounds memory)"),
-    names: Optional[str] = typer.Option(None, help="activation kinds or hook names to keep (comma-separated; default all)"),
-    address: Optional[str] = typer.Option(None, help="an existing Ray cluster (sweeps)"),
-) -> None:
-    """Capture residual stream, per-head outputs, attention and answer logits into the run's zarr group."""
-    from cluster.mech_stage import run_stage
-
-    kw = {"steps": [int(x) for x in steps.split(",")] if steps else None, "batch_size": batch_size,
-          "names_filter": [n.strip() for n in names.split(",")] if names else None}
-    res = _mech_run("capture", path, address, kw)
-    console.print(f"captured {sum('error' not in r for r in res)} run(s); open with mech.capture.open_capture(run, family)")
-
-
-@mech_app.command("localize")
-def mech_localize(
-    path: Path = typer.Argument(..., help="a run folder, or a sweep (every complete run, one Ray task each)"),
-    family: Optional[str] = typer.Option(None, help="rule family (default: every family of the battery)"),
-    top_k: int = typer.Option(2, help="heads ablated in the check"),
-    address: Optional[str] = typer.Option(None, help="an existing Ray cluster (sweeps)"),
-) -> None:
-    """DLA, activation patching, attention and the embedding scalar across checkpoints; ranked table,
-    heatmaps and an ablation check in <run>/mech/."""
-    from mech.localize import summary_lines
-
-    res = _mech_run("localize", path, address, {"family": family, "top_k": top_k})
-    import json as _json
-
-    for r in res:
-        if "json" in r:
-            doc = _json.loads(Path(r["json"]).read_text())
-            for fam, fr in doc["families"].items():
-                console.print("\n".join(summary_lines(fr)), highlight=False)
-            console.print(f"page: {r['html']}")
-
-
-def _mech_run(stage: str, path: Path, address, kw: dict) -> list[dict]:
-    from cluster.mech_stage import run_stage
-
-    try:
-        res = run_stage(stage, path, address=address, log=console.print, **kw)
-    except (ValueError, FileNotFoundError) as e:
-        raise UserError(str(e)) from None
-    failed = [r for r in res if "error" in r]
-    if failed:
-        Console(stderr=True).print(f"[red]{len(failed)} run(s) failed[/]: " + "; ".join(f"{r['run']}: {r['error']}" for r in failed))
-        raise typer.Exit(1)
-    return res
-
 
 @app.command()
-def public(
-    models: str = typer.Option(..., help="comma-separated model names, e.g. pythia-70m,pythia-160m,pythia-410m"),
-    revisions: str = typer.Option("pythia:12", help="step0,step1000,... | pythia (the whole schedule) | pythia:N (N spread over it)"),
-    source: str = typer.Option("hub", help="hub[:<org>] (Hugging Face; honours HF_HUB_OFFLINE and its cache) or local:<dir> (a mirror <dir>/<model>/<revision>/)"),
-    battery: Path = typer.Option(..., help="probe battery JSONL, e.g. ../shared/reference/batteries/rvp4.jsonl"),
-    out: Path = typer.Option(Path("runs/public"), help="one run folder per model is written here"),
-    families: Optional[str] = typer.Option(None, help="comma-separated battery families (default: all)"),
-    address: Optional[str] = typer.Option(None, help="an existing Ray cluster; default: local Ray in-process"),
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="demo folder: sweep/, verdict.json, report/"),
     num_cpus: Optional[int] = typer.Option(None, help="CPUs for the local Ray (default: all)"),
-    cpus_per_task: float = typer.Option(1, help="CPUs per (model, revision) task"),
-    progress: bool = typer.Option(True, help="progress bar"),
+    progress: bool = typer.Option(True, help="live table of cells"),
+    open_report: bool = typer.Option(False, "--open", help="open the report in a browser when done"),
+    reuse: Optional[list[Path]] = typer.Option(None, help="a sweep folder whose complete cells with the same run id are copied in (repeatable)"),
 ) -> None:
-    """Score public checkpoint series (Pythia or any GPT-NeoX-style suite) with the probes, on Ray."""
-    from mech.public import PublicError
-    from runner.batteries import BatteryError
-    from cluster.public import run_public
+    """The embedded default end to end: the tour grid (web undosed + rescued, stories undosed +
+    killed) on a local Ray, the verdict under the locked examples/prereg_tour.toml, the report."""
+    from cluster.cli_analysis import print_verdict
+    from cluster.demo import TOUR_PREREG, run_demo
+    from cluster.sweep import StreamError
+    from runner.grid import GridError
+    from runner.prereg import PreregError
 
-    fams = [f.strip() for f in families.split(",")] if families else None
     try:
-        res = run_public([m.strip() for m in models.split(",")], revisions, source, battery, out,
-                         address=address, num_cpus=num_cpus, cpus_per_task=cpus_per_task, families=fams,
-                         progress=progress, log=console.print)
-    except (PublicError, BatteryError) as e:
+        r = run_demo(out, num_cpus=num_cpus, progress=progress, reuse=reuse, log=console.print)
+    except (PreregError, GridError, StreamError) as e:
         raise UserError(str(e)) from None
-    console.print(f"scored {res['scored']}, skipped {res['skipped']} (already scored), failed {len(res['failed'])}; "
-                  f"{res['wall_seconds']} s. Runs: {', '.join(res['runs'])}")
-    console.print(f"next: ungrok report {out}")
-    if res["failed"]:
+    s = r["sweep"]
+    console.print(f"sweep {s['sweep']}: ran {s['ran']}, skipped {s['skipped']}, failed {len(s['failed'])}; "
+                  f"wall {s['wall_seconds']} s, efficiency {s['efficiency']}")
+    if s["failed"]:
+        Console(stderr=True).print(f"[red]failed cells[/]: {', '.join(s['failed'])} (tracebacks in {out}/sweep/manifest.json)")
         raise typer.Exit(1)
+    print_verdict(r["verdict"], f"demo runs under {TOUR_PREREG.name}")
+    console.print(f"wrote {r['verdict_json']}")
+    console.print(f"[bold]report: {r['report']}[/] (demo finished in {r['seconds']:.0f} s)")
+    if open_report:
+        import webbrowser
+
+        webbrowser.open(r["report"].resolve().as_uri())
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``ungrok`` console script."""
-    try:
-        app(args=argv if argv is not None else sys.argv[1:], standalone_mode=False)
-    except UserError as e:
-        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {e}", highlight=False)
-        return 2
-    except typer.Exit as e:
-        return e.exit_code
-    except (typer.Abort, KeyboardInterrupt):
-        return 130
-    except Exception as e:  # click usage errors
-        import click
+# Register the remaining commands on the same app (import for the side effect).
+from cluster import cli_analysis, cli_mech  # noqa: E402,F401
 
-        if isinstance(e, click.ClickException):
-            e.show()
-            return e.exit_code
-        raise
-    return 0
-
+__all__ = ["app", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

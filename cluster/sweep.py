@@ -215,12 +215,18 @@ class Sweep:
         p = self.dir / "manifest.json"
         return json.loads(p.read_text()) if p.exists() else {}
 
-    def write_manifest(self, states: dict[str, dict]) -> None:
-        write_json_atomic(self.dir / "manifest.json", {
+    def write_manifest(self, states: dict[str, dict], last_run: dict | None = None) -> None:
+        """Write the manifest; ``last_run`` (wall time, efficiency ... of the latest finished
+        ``run_sweep``) is kept from the previous manifest unless a new one is given."""
+        data = {
             "name": self.spec.name, "spec": self.spec.model_dump(mode="json"), "updated_utc": _now(),
             "cells": [{"label": c.label, "run_id": c.run_id, "corpus": c.corpus, "budget": c.budget, "dose": c.dose,
                        "seed": c.seed, **states.get(c.run_id, {"state": "pending"})} for c in self.cells],
-        })
+        }
+        last_run = last_run or self.manifest().get("last_run")
+        if last_run:
+            data["last_run"] = last_run
+        write_json_atomic(self.dir / "manifest.json", data)
 
     def is_complete(self, run_id: str) -> bool:
         return group_complete(self.store_path, f"runs/{run_id}")
@@ -371,13 +377,16 @@ def run_sweep(spec_file: str | Path, sweep_dir: str | Path, *, address: str | No
     ran = [s for s in states.values() if s.get("seconds") is not None]
     busy = sum(s["seconds"] for s in ran)
     workers = max(1.0, cluster_cpus // r.num_cpus)  # cells that fit at once
-    return {
+    result = {
         "sweep": str(sw.dir), "cells": len(sw.cells), "ran": len(ran),
         "skipped": sum(1 for s in states.values() if s.get("skipped")),
         "failed": [c.label for c in sw.cells if states.get(c.run_id, {}).get("state") == "failed"],
         "wall_seconds": round(wall, 2), "sum_run_seconds": round(busy, 2),
+        "workers": int(min(workers, max(len(ran), 1))),
         "efficiency": round(busy / (min(workers, max(len(ran), 1)) * wall), 3) if ran else None,
     }
+    sw.write_manifest(states, last_run={**result, "finished_utc": _now()})
+    return result
 
 
 def sweep_status(sweep_dir: str | Path) -> list[dict]:

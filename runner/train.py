@@ -193,6 +193,9 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at
     schedule = set(cfg.schedule.steps(cfg.train.steps))
     loss_sum, loss_n = 0.0, 0
     bar = _progress(progress and rank == 0, cfg, start)
+    # Wall seconds per phase of this process's loop (a resumed run counts only its own part):
+    # scoring (probe log-probs + store append), checkpointing (weights + DeepSpeed resume state).
+    phase = {"score_seconds": 0.0, "checkpoint_seconds": 0.0}
     t0 = time.time()
     try:
         for step in range(start, cfg.train.steps + 1):
@@ -200,13 +203,19 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at
                 loss = loss_sum / loss_n if loss_n else float("nan")
                 loss_sum, loss_n = 0.0, 0
                 if rank == 0:
+                    ts = time.time()
                     lpc, lpd = continuation_logprobs(engine.module, enc)
                     metrics = aggregate(items, lpc, lpd)
                     store.append(step, loss, sched.get_last_lr()[0], items, lpc, lpd, metrics)
+                    tc = time.time()
+                    phase["score_seconds"] += tc - ts
                     save_weights(engine.module, weights_path(run_dir, step))
+                    phase["checkpoint_seconds"] += time.time() - tc
                     if bar:
                         bar.show(step, loss, metrics)
+                tc = time.time()
                 _save_resume(engine, ckpt_dir, step, cfg.schedule.keep_resume, rank)
+                phase["checkpoint_seconds"] += time.time() - tc
                 if stop_at is not None and step >= stop_at:
                     return run_dir
             if monitor is not None:
@@ -227,7 +236,10 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at
         if bar:
             bar.close()
     if rank == 0:
-        store.mark_complete(train_seconds=round(time.time() - t0, 2))
+        total = time.time() - t0
+        step_s = total - phase["score_seconds"] - phase["checkpoint_seconds"]
+        store.mark_complete(train_seconds=round(total, 2), step_seconds=round(step_s, 2),
+                            **{k: round(v, 2) for k, v in phase.items()})
         from .summary import write_summary
 
         write_summary(run_dir)

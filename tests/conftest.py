@@ -73,3 +73,15 @@ def reference_battery() -> str:
     if not os.path.exists(path):
         pytest.skip(f"reference battery not found at {path} (shared/ is checked out beside the repo)")
     return path
+
+
+@pytest.fixture
+def local_ray():
+    """A real local Ray (2 CPUs, loopback) for one test, shut down after it."""
+    import ray
+
+    from cluster.sweep import init_ray
+
+    init_ray(num_cpus=2)
+    yield
+    ray.shutdown()

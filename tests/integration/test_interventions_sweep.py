@@ -45,17 +45,6 @@ def _spec(tmp_path, name, corpora, probes_extra=""):
     return p
 
 
-@pytest.fixture
-def local_ray():
-    import ray
-
-    from cluster.sweep import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 def test_dosed_sweep_shares_streams_and_scores_dose_response(tmp_path, local_ray):
     corpora = ('[{name = "stories", doses = ["none", "kill:1.0"], seeds = [1, 2]}, '
                '{name = "web", doses = ["rescue:1"]}]')

@@ -59,7 +59,6 @@ def test_ungrok_trainer_watch_records_warnings_as_store_events(tmp_path):
     assert all(e["family"] == "pronoun_gender" and e["projected_crossing"] > e["step"] for e in events)
     # what the monitor observed every 10 steps equals CM recomputed from the stored per-item
     # log-probs on its frozen probe set, at the steps the run also scored
-    import numpy as np
 
     h = store.attrs["monitor"]["pronoun_gender"]
     assert h["step"] == list(range(0, 61, 10))

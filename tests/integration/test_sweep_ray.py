@@ -59,17 +59,6 @@ def _attempts(sweep_dir: Path, run_id: str) -> list[dict]:
     return [json.loads(l) for l in f.read_text().splitlines()] if f.exists() else []
 
 
-@pytest.fixture
-def local_ray():
-    import ray
-
-    from cluster.sweep import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 def test_local_sweep_completes_then_skips(tmp_path, local_ray):
     g = spec(tmp_path)
     res = run_sweep(g, tmp_path / "sw", progress=False)
@@ -84,8 +73,10 @@ def test_local_sweep_completes_then_skips(tmp_path, local_ray):
     assert ds.sizes["step"] == 3
     man = json.loads((sw.dir / "manifest.json").read_text())
     assert {c["state"] for c in man["cells"]} == {"complete"}
+    assert man["last_run"]["wall_seconds"] == res["wall_seconds"] and man["last_run"]["ran"] == 2
     again = run_sweep(g, tmp_path / "sw", progress=False)
     assert again["skipped"] == 2 and again["ran"] == 0
+    assert json.loads((sw.dir / "manifest.json").read_text())["last_run"]["ran"] == 0  # the latest run's figures
     assert all(len(_attempts(sw.dir, c.run_id)) == 1 for c in sw.cells)
     # status and verdict-side readers see the runs
     assert cli_main(["status", str(sw.dir)]) == 0

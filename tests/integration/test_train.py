@@ -30,6 +30,9 @@ def test_train_writes_store_weights_and_summary(tmp_path):
     assert run.name == cfg.run_id
     store = RunStore(run / "store.zarr")
     assert store.attrs["complete"] and list(store.steps()) == [0, 20, 40, 60, 80, 100, 120]
+    a = store.attrs  # phase breakdown: every phase ran, and the parts add up to the whole
+    assert min(a["score_seconds"], a["checkpoint_seconds"], a["step_seconds"]) > 0
+    assert abs(a["score_seconds"] + a["checkpoint_seconds"] + a["step_seconds"] - a["train_seconds"]) < 0.05
     ds = xr.open_zarr(str(run / "store.zarr"), group="pronoun_gender", consolidated=False)
     assert ds["logp_correct"].dims == ("step", "item") and ds.sizes["step"] == 7
     loss = store.series("train/loss")

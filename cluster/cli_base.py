@@ -1,0 +1,67 @@
+"""Shared pieces of the ``ungrok`` command line: the typer apps, the console, user errors, ``main``.
+
+The commands themselves live in ``cluster.cli`` (corpora, training, sweeps, the demo),
+``cluster.cli_analysis`` (prereg, verdict, report, audit, monitor) and ``cluster.cli_mech``
+(mech stages, public checkpoints); each registers on the apps defined here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="ungrok: natural-ungrokking research runs.")
+corpus_app = typer.Typer(no_args_is_help=True, help="Build and inspect corpora.")
+app.add_typer(corpus_app, name="corpus")
+prereg_app = typer.Typer(no_args_is_help=True, help="Lock, verify and amend a pre-registration.")
+app.add_typer(prereg_app, name="prereg")
+mech_app = typer.Typer(no_args_is_help=True, help="Capture activations and localize the competing pattern.")
+app.add_typer(mech_app, name="mech")
+console = Console(width=None if sys.stdout.isatty() else 140)
+
+
+class UserError(Exception):
+    pass
+
+
+def _validation_message(e: ValidationError, prefix: str = "") -> str:
+    from runner.config import field_error
+
+    return prefix + field_error(e)
+
+
+def _locked(prereg: Optional[Path]):
+    from runner.prereg import PreregError, load_locked
+
+    if prereg is None:
+        return None
+    try:
+        return load_locked(prereg)
+    except PreregError as e:
+        raise UserError(str(e)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ungrok`` console script."""
+    try:
+        app(args=argv if argv is not None else sys.argv[1:], standalone_mode=False)
+    except UserError as e:
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {e}", highlight=False)
+        return 2
+    except typer.Exit as e:
+        return e.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        return 130
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            return e.exit_code
+        raise
+    return 0

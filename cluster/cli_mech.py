@@ -1,0 +1,96 @@
+"""``ungrok`` commands for mechanism and public checkpoints: mech capture/localize, public."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from cluster.cli_base import UserError, app, console, mech_app
+
+@mech_app.command("capture")
+def mech_capture(
+    path: Path = typer.Argument(..., help="a run folder, or a sweep (every complete run, one Ray task each)"),
+    steps: Optional[str] = typer.Option(None, help="comma-separated checkpoint steps (default: all)"),
+    batch_size: int = typer.Option(64, help="items per forward pass (bounds memory)"),
+    names: Optional[str] = typer.Option(None, help="activation kinds or hook names to keep (comma-separated; default all)"),
+    address: Optional[str] = typer.Option(None, help="an existing Ray cluster (sweeps)"),
+) -> None:
+    """Capture residual stream, per-head outputs, attention and answer logits into the run's zarr group."""
+
+    kw = {"steps": [int(x) for x in steps.split(",")] if steps else None, "batch_size": batch_size,
+          "names_filter": [n.strip() for n in names.split(",")] if names else None}
+    res = _mech_run("capture", path, address, kw)
+    console.print(f"captured {sum('error' not in r for r in res)} run(s); open with mech.capture.open_capture(run, family)")
+
+
+@mech_app.command("localize")
+def mech_localize(
+    path: Path = typer.Argument(..., help="a run folder, or a sweep (every complete run, one Ray task each)"),
+    family: Optional[str] = typer.Option(None, help="rule family (default: every family of the battery)"),
+    top_k: int = typer.Option(2, help="heads ablated in the check"),
+    address: Optional[str] = typer.Option(None, help="an existing Ray cluster (sweeps)"),
+) -> None:
+    """DLA, activation patching, attention and the embedding scalar across checkpoints; ranked table,
+    heatmaps and an ablation check in <run>/mech/."""
+    from mech.localize import summary_lines
+
+    res = _mech_run("localize", path, address, {"family": family, "top_k": top_k})
+    import json as _json
+
+    for r in res:
+        if "json" in r:
+            doc = _json.loads(Path(r["json"]).read_text())
+            for fam, fr in doc["families"].items():
+                console.print("\n".join(summary_lines(fr)), highlight=False)
+            console.print(f"page: {r['html']}")
+
+
+def _mech_run(stage: str, path: Path, address, kw: dict) -> list[dict]:
+    from cluster.mech_stage import run_stage
+
+    try:
+        res = run_stage(stage, path, address=address, log=console.print, **kw)
+    except (ValueError, FileNotFoundError) as e:
+        raise UserError(str(e)) from None
+    failed = [r for r in res if "error" in r]
+    if failed:
+        Console(stderr=True).print(f"[red]{len(failed)} run(s) failed[/]: " + "; ".join(f"{r['run']}: {r['error']}" for r in failed))
+        raise typer.Exit(1)
+    return res
+
+
+@app.command()
+def public(
+    models: str = typer.Option(..., help="comma-separated model names, e.g. pythia-70m,pythia-160m,pythia-410m"),
+    revisions: str = typer.Option("pythia:12", help="step0,step1000,... | pythia (the whole schedule) | pythia:N (N spread over it)"),
+    source: str = typer.Option("hub", help="hub[:<org>] (Hugging Face; honours HF_HUB_OFFLINE and its cache) or local:<dir> (a mirror <dir>/<model>/<revision>/)"),
+    battery: Path = typer.Option(..., help="probe battery JSONL, e.g. ../shared/reference/batteries/rvp4.jsonl"),
+    out: Path = typer.Option(Path("runs/public"), help="one run folder per model is written here"),
+    families: Optional[str] = typer.Option(None, help="comma-separated battery families (default: all)"),
+    address: Optional[str] = typer.Option(None, help="an existing Ray cluster; default: local Ray in-process"),
+    num_cpus: Optional[int] = typer.Option(None, help="CPUs for the local Ray (default: all)"),
+    cpus_per_task: float = typer.Option(1, help="CPUs per (model, revision) task"),
+    progress: bool = typer.Option(True, help="progress bar"),
+) -> None:
+    """Score public checkpoint series (Pythia or any GPT-NeoX-style suite) with the probes, on Ray."""
+    from mech.public import PublicError
+    from runner.batteries import BatteryError
+    from cluster.public import run_public
+
+    fams = [f.strip() for f in families.split(",")] if families else None
+    try:
+        res = run_public([m.strip() for m in models.split(",")], revisions, source, battery, out,
+                         address=address, num_cpus=num_cpus, cpus_per_task=cpus_per_task, families=fams,
+                         progress=progress, log=console.print)
+    except (PublicError, BatteryError) as e:
+        raise UserError(str(e)) from None
+    console.print(f"scored {res['scored']}, skipped {res['skipped']} (already scored), failed {len(res['failed'])}; "
+                  f"{res['wall_seconds']} s. Runs: {', '.join(res['runs'])}")
+    console.print(f"next: ungrok report {out}")
+    if res["failed"]:
+        raise typer.Exit(1)
+
+

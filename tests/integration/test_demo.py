@@ -1,0 +1,92 @@
+"""`ungrok demo` through the same code as the real tour, on a tiny tour: real local Ray, real
+DeepSpeed runs, a kill dose, a prereg locked in the test; plus the shipped tour's own files."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cluster.cli import main as cli_main
+from cluster.demo import TOUR_GRID, TOUR_PREREG, run_demo
+from runner.grid import load_grid
+from runner.prereg import PreregError, load_locked, lock
+
+TINY_TOUR = """
+name = "tinytour"
+[axes]
+corpora = [{name = "web", doses = ["none"]}, {name = "stories", doses = ["none", "kill:1.0"]}]
+budgets = ["packed"]
+seeds = [3]
+[corpus]
+n_stories = 2000
+[model]
+d_model = 32
+n_heads = 2
+d_mlp = 64
+[train]
+steps = 40
+batch_size = 16
+[schedule]
+every = 20
+[probes]
+n_per_cell = 8
+n_neutral = 4
+[resources]
+num_cpus = 1
+"""
+
+
+def _tiny(tmp_path: Path) -> tuple[Path, Path]:
+    grid = tmp_path / "tinytour.toml"
+    grid.write_text(TINY_TOUR)
+    prereg = tmp_path / "prereg.toml"
+    shutil.copy(TOUR_PREREG, prereg)
+    lock(prereg)
+    return grid, prereg
+
+
+def test_shipped_tour_is_locked_and_expands_to_the_four_cells():
+    assert load_locked(TOUR_PREREG).record["sha256"]  # verifies against the committed lock
+    import interventions  # noqa: F401  (registers kill / rescue)
+
+    cells = load_grid(TOUR_GRID).cells()
+    assert sorted((c.corpus, c.dose) for c in cells) == [
+        ("stories", "kill:1.0"), ("stories", "none"), ("web", "none"), ("web", "rescue:3")]
+
+
+def test_demo_refuses_an_unverified_prereg_before_anything_runs(tmp_path):
+    grid, prereg = _tiny(tmp_path)
+    prereg.write_text(prereg.read_text().replace("value = 0.6", "value = 0.7", 1))  # edited after the lock
+    with pytest.raises(PreregError):
+        run_demo(tmp_path / "demo", grid=grid, prereg=prereg, progress=False, log=lambda *_: None)
+    assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.slow
+def test_tiny_tour_end_to_end_and_rerun_skips(tmp_path, local_ray):
+    grid, prereg = _tiny(tmp_path)
+    r = run_demo(tmp_path / "demo", grid=grid, prereg=prereg, progress=False, log=lambda *_: None)
+    assert r["sweep"]["ran"] == 3 and not r["sweep"]["failed"]
+    assert r["report"].exists() and (r["report"].parent / "dose_response.png").exists()
+    v = json.loads(r["verdict_json"].read_text())
+    scored = {p["id"]: p for p in v["predictions"] + v["falsifiers"]}
+    assert set(scored) == {"S1", "S2", "K1", "R1", "FR"}
+    # the runs were scored after the lock: confirmatory; no rescue cell in the tiny tour: VOID
+    assert scored["K1"]["status"] == "confirmatory" and scored["K1"]["result"] in {"PASS", "FAIL"}
+    assert scored["R1"]["result"] == "VOID"
+    man = json.loads((tmp_path / "demo" / "sweep" / "manifest.json").read_text())
+    assert man["last_run"]["ran"] == 3
+    again = run_demo(tmp_path / "demo", grid=grid, prereg=prereg, progress=False, log=lambda *_: None)
+    assert again["sweep"]["skipped"] == 3 and again["sweep"]["ran"] == 0
+
+
+def test_cli_demo_reports_a_broken_lock_as_a_user_error(tmp_path, monkeypatch, capsys):
+    import cluster.demo as demo
+
+    _, prereg = _tiny(tmp_path)
+    prereg.write_text(prereg.read_text() + "\n# edited after the lock\n")
+    monkeypatch.setattr(demo, "TOUR_PREREG", prereg)
+    assert cli_main(["demo", "--out", str(tmp_path / "d"), "--no-progress"]) == 2
+    assert "prereg" in capsys.readouterr().err.lower()
+    assert not (tmp_path / "d").exists()
