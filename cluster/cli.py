@@ -16,7 +16,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from cluster.cli_base import UserError, _validation_message, app, console, corpus_app, main
+from cluster.cli_base import UserError, _validation_message, app, console, corpus_app, main, plain_log
 
 def _corpus_config(preset: str, seed: int, n_stories: Optional[int], support: Optional[float],
                    text_column: str):
@@ -178,7 +178,7 @@ def train(
         raise UserError(str(e)) from None
     try:
         watched = tuple(f.strip() for f in watch.split(",")) if watch else ()
-        run_dir = train_run(cfg, out, progress=progress, log=console.print, watch=watched)
+        run_dir = train_run(cfg, out, progress=progress, log=plain_log, watch=watched)
     except (CorpusError, InterventionError) as e:  # includes the disjointness gate (before training)
         raise UserError(str(e)) from None
     console.print(f"run [bold]{run_dir}[/]  (ungrok show {run_dir})")
@@ -230,7 +230,7 @@ def sweep(
     out = out or Path("runs/sweeps") / g.name
     try:
         res = run_sweep(spec, out, address=address, num_cpus=num_cpus, progress=progress, dashboard=dashboard,
-                        node_ip=node_ip_address, log=console.print, reuse=reuse)
+                        node_ip=node_ip_address, log=plain_log, reuse=reuse)
     except (GridError, StreamError) as e:
         raise UserError(str(e)) from None
     console.print(f"sweep {res['sweep']}: {res['cells']} cells, ran {res['ran']}, skipped {res['skipped']}, "
@@ -263,7 +263,7 @@ def submit(
     from cluster.sweep import submit as do_submit
 
     try:
-        job_id, st = do_submit(spec, address, out, follow=follow, log=console.print)
+        job_id, st = do_submit(spec, address, out, follow=follow, log=plain_log)
     except GridError as e:
         raise UserError(str(e)) from None
     console.print(f"job {job_id}: {st}")
@@ -289,7 +289,7 @@ def demo(
     from runner.prereg import PreregError
 
     try:
-        r = run_demo(out, num_cpus=num_cpus, progress=progress, reuse=reuse, log=console.print)
+        r = run_demo(out, num_cpus=num_cpus, progress=progress, reuse=reuse, log=plain_log)
     except (PreregError, GridError, StreamError) as e:
         raise UserError(str(e)) from None
     s = r["sweep"]

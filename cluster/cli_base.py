@@ -25,6 +25,11 @@ app.add_typer(mech_app, name="mech")
 console = Console(width=None if sys.stdout.isatty() else 140)
 
 
+def plain_log(msg: str) -> None:
+    """Print a progress line as text: labels like ``synthetic[support=0.3]`` are not rich markup."""
+    console.print(msg, markup=False, highlight=False)
+
+
 class UserError(Exception):
     pass
 

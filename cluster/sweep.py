@@ -419,6 +419,7 @@ def sweep_status(sweep_dir: str | Path) -> list[dict]:
 
 
 def status_table(sweep_dir: str | Path):
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table(title=f"sweep {sweep_dir}")
@@ -427,7 +428,8 @@ def status_table(sweep_dir: str | Path):
     for r in sweep_status(sweep_dir):
         step = f"{r['step']}/{r['steps']}" if r["step"] is not None else f"-/{r['steps']}"
         state = r["state"] + (f": {r['error'][0][:60]}" if r["state"] == "failed" and r["error"] else "")
-        t.add_row(r["cell"], state, step, str(r["label"] or "-"), r["run_id"])
+        # labels like synthetic[support=0.3] are text, not rich markup
+        t.add_row(escape(r["cell"]), escape(state), step, str(r["label"] or "-"), r["run_id"])
     return t
 
 

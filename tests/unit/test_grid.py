@@ -77,3 +77,19 @@ def test_bad_corpus_tables_name_the_field(tmp_path, table, needle):
     with pytest.raises(GridError) as e:
         load_grid(_spec(tmp_path, GOOD.replace('corpora = ["web", "stories"]', f"corpora = [{table}]")))
     assert needle in str(e.value) and "axes.corpora" in str(e.value)
+
+
+def test_status_table_shows_corpus_settings_literally(tmp_path):
+    """Labels like synthetic[support=0.3] must not be eaten as rich markup."""
+    from rich.console import Console
+
+    from cluster.sweep import prepare_sweep, status_table
+
+    spec = tmp_path / "g.toml"
+    spec.write_text('name = "s"\n[axes]\ncorpora = [{name = "synthetic", support = 0.3}, '
+                    '{name = "synthetic", support = 0.5}]\nbudgets = ["packed"]\nseeds = [1]\n')
+    prepare_sweep(spec, tmp_path / "sw")
+    con = Console(record=True, width=200)
+    con.print(status_table(tmp_path / "sw"))
+    text = con.export_text()
+    assert "synthetic[support=0.3]/packed/none/s1" in text and "synthetic[support=0.5]/packed/none/s1" in text
