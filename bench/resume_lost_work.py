@@ -84,7 +84,7 @@ def measure(steps: int = 600, every: int = 50, kills: int = 3, seed: int = 0) ->
             since = t_kill - weights_path(out / cfg.run_id, r).stat().st_mtime
             redone.append(min(every, max(0.0, since * rate)))
             extra.append((t_kill - t) + t_resumed - t_ref)
-    cond = f"default model, {steps} steps, checkpoint every {every}, {kills} kills at seeded random times"
+    cond = f"default model, {steps} steps, checkpoint every {every}, {kills} kill(s) at seeded random times"
     return [
         {"figure": "steps redone after a SIGKILL (mean)", "value": f"{statistics.mean(redone):.0f}",
          "conditions": f"{cond}; estimated from checkpoint mtimes; bound = {every}"},

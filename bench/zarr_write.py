@@ -14,6 +14,7 @@ array bytes for both, the ratio zarr / numpy, and the bytes on disk of each.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ def _dir_bytes(path: Path) -> int:
 
 
 def measure(checkpoints: int = 40, items: int = 576, layers: int = 6, d_model: int = 512,
-            seed: int = 0) -> list[dict]:
+            seed: int = 0, repeats: int = 3) -> list[dict]:
     """Rows ``{figure, value, conditions}`` for the benchmark table (see the module docstring)."""
     import zarr
 
@@ -34,24 +35,27 @@ def measure(checkpoints: int = 40, items: int = 576, layers: int = 6, d_model: i
     # activation-like values (not constant, so compression is not flattered)
     rows = [rng.standard_normal((items, layers, d_model)).astype(np.float16) for _ in range(checkpoints)]
     raw = sum(r.nbytes for r in rows)
-    with tempfile.TemporaryDirectory(prefix="ungrok-zarr-bench-") as tmp:
-        tmp = Path(tmp)
-        t = time.perf_counter()
-        g = zarr.open_group(str(tmp / "store.zarr"), mode="w")
-        a = g.create_array("resid_post", shape=(0, items, layers, d_model), chunks=(1, items, layers, d_model),
-                           dtype="f2", dimension_names=["step", "item", "layer", "d_model"])
-        for i, r in enumerate(rows):
-            a.resize((i + 1, items, layers, d_model))
-            a[i] = r
-        t_zarr = time.perf_counter() - t
-        t = time.perf_counter()
-        (tmp / "npy").mkdir()
-        for i, r in enumerate(rows):
-            np.save(tmp / "npy" / f"resid_post_{i:05d}.npy", r)
-        t_npy = time.perf_counter() - t
-        on_disk_zarr, on_disk_npy = _dir_bytes(tmp / "store.zarr"), _dir_bytes(tmp / "npy")
+    t_zarr, t_npy = [], []
+    for rep in range(repeats):  # alternate the two writers; report medians
+        with tempfile.TemporaryDirectory(prefix="ungrok-zarr-bench-") as tmp:
+            tmp = Path(tmp)
+            t = time.perf_counter()
+            g = zarr.open_group(str(tmp / "store.zarr"), mode="w")
+            a = g.create_array("resid_post", shape=(0, items, layers, d_model), chunks=(1, items, layers, d_model),
+                               dtype="f2", dimension_names=["step", "item", "layer", "d_model"])
+            for i, r in enumerate(rows):
+                a.resize((i + 1, items, layers, d_model))
+                a[i] = r
+            t_zarr.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            (tmp / "npy").mkdir()
+            for i, r in enumerate(rows):
+                np.save(tmp / "npy" / f"resid_post_{i:05d}.npy", r)
+            t_npy.append(time.perf_counter() - t)
+            on_disk_zarr, on_disk_npy = _dir_bytes(tmp / "store.zarr"), _dir_bytes(tmp / "npy")
+    t_zarr, t_npy = statistics.median(t_zarr), statistics.median(t_npy)
     cond = (f"{checkpoints} checkpoints x float16 ({items}, {layers}, {d_model}) = {raw / 1e6:.0f} MB, "
-            "one chunk per checkpoint, default codec; local disk, no fsync")
+            f"one chunk per checkpoint, default codec; local disk, no fsync; median of {repeats}")
     return [
         {"figure": "zarr write (capture layout), MB/s", "value": f"{raw / 1e6 / t_zarr:.0f}", "conditions": cond},
         {"figure": "numpy.save, one .npy per checkpoint, MB/s", "value": f"{raw / 1e6 / t_npy:.0f}",
