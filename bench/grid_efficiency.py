@@ -84,8 +84,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--steps", type=int, default=300)
     args = ap.parse_args()
-    for r in measure(args.seeds, args.steps):
-        print(f"{r['figure']:<56}{r['value']:>10}   {r['conditions']}")
+    from _table import print_rows
+
+    print_rows(measure(args.seeds, args.steps))
 
 
 if __name__ == "__main__":

@@ -101,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kills", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    for r in measure(a.steps, a.every, a.kills, a.seed):
-        print(f"{r['figure']:<62}{r['value']:>10}   {r['conditions']}")
+    from _table import print_rows
+
+    print_rows(measure(a.steps, a.every, a.kills, a.seed))
     return 0
 
 

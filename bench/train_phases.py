@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--every", type=int, default=50)
     a = ap.parse_args(argv)
-    for r in measure(a.steps, a.every):
-        print(f"{r['figure']:<62}{r['value']:>10}   {r['conditions']}")
+    from _table import print_rows
+
+    print_rows(measure(a.steps, a.every))
     return 0
 
 

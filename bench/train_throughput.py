@@ -87,8 +87,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=20)
     args = ap.parse_args()
-    for r in measure(args.steps, args.warmup):
-        print(f"{r['figure']:<42}{r['value']:>10}   {r['conditions']}")
+    from _table import print_rows
+
+    print_rows(measure(args.steps, args.warmup))
 
 
 if __name__ == "__main__":

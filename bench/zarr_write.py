@@ -72,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--d-model", type=int, default=512)
     a = ap.parse_args(argv)
-    for r in measure(a.checkpoints, a.items, a.layers, a.d_model):
-        print(f"{r['figure']:<48}{r['value']:>10}   {r['conditions']}")
+    from _table import print_rows
+
+    print_rows(measure(a.checkpoints, a.items, a.layers, a.d_model))
     return 0
 
 

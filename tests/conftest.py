@@ -22,6 +22,43 @@ REFERENCE_BATTERY = os.path.join(os.path.dirname(__file__), "..", "..", "shared"
                                  "rvp4.jsonl")
 
 
+TINY_GRID = """
+name = "{name}"
+[axes]
+corpora = {corpora}
+budgets = ["packed"]
+seeds = {seeds}
+[corpus]
+n_stories = {n_stories}
+[model]
+d_model = 32
+n_heads = 2
+d_mlp = 64
+[train]
+steps = {steps}
+batch_size = 16
+[schedule]
+every = 20
+[probes]
+n_per_cell = 8
+n_neutral = 4
+{probes_extra}
+[resources]
+num_cpus = 1
+{extra}
+"""
+
+
+def tiny_grid_spec(path, *, name: str = "t", corpora: str = '["web"]', seeds=(1,), steps: int = 40,
+                   probes_extra: str = "", extra: str = ""):
+    """Write a grid spec of tiny cells (2-layer d32 model, ``steps`` steps, a checkpoint every 20,
+    8-item probe cells) to ``path`` and return it. ``corpora`` is the TOML value of
+    ``axes.corpora``; ``probes_extra`` lands in ``[probes]``, ``extra`` in ``[resources]``."""
+    path.write_text(TINY_GRID.format(name=name, corpora=corpora, seeds=list(seeds), steps=steps,
+                                     n_stories=max(2000, steps * 16), probes_extra=probes_extra, extra=extra))
+    return path
+
+
 def tiny_run_config(**overrides) -> RunConfig:
     """A run that trains in seconds: 2-layer d32 model, 60 steps, checkpoint every 20.
 

@@ -11,35 +11,11 @@ from cluster.cli import main as cli_main
 from cluster.demo import TOUR_GRID, TOUR_PREREG, run_demo
 from runner.grid import load_grid
 from runner.prereg import PreregError, load_locked, lock
-
-TINY_TOUR = """
-name = "tinytour"
-[axes]
-corpora = [{name = "web", doses = ["none"]}, {name = "stories", doses = ["none", "kill:1.0"]}]
-budgets = ["packed"]
-seeds = [3]
-[corpus]
-n_stories = 2000
-[model]
-d_model = 32
-n_heads = 2
-d_mlp = 64
-[train]
-steps = 40
-batch_size = 16
-[schedule]
-every = 20
-[probes]
-n_per_cell = 8
-n_neutral = 4
-[resources]
-num_cpus = 1
-"""
-
+from tests.conftest import tiny_grid_spec
 
 def _tiny(tmp_path: Path) -> tuple[Path, Path]:
-    grid = tmp_path / "tinytour.toml"
-    grid.write_text(TINY_TOUR)
+    grid = tiny_grid_spec(tmp_path / "tinytour.toml", name="tinytour", seeds=(3,),
+                          corpora='[{name = "web", doses = ["none"]}, {name = "stories", doses = ["none", "kill:1.0"]}]')
     prereg = tmp_path / "prereg.toml"
     shutil.copy(TOUR_PREREG, prereg)
     lock(prereg)

@@ -10,39 +10,12 @@ import pytest
 from cluster.sweep import StreamError, Sweep, run_sweep
 from runner.prereg import Prereg, unregistered
 from runner.verdicts import verdict
+from tests.conftest import tiny_grid_spec
 
 pytestmark = pytest.mark.slow
 
-SPEC = """
-name = "{name}"
-[axes]
-corpora = {corpora}
-budgets = ["packed"]
-seeds = [1]
-[corpus]
-n_stories = 2000
-[model]
-d_model = 32
-n_heads = 2
-d_mlp = 64
-[train]
-steps = 40
-batch_size = 16
-[schedule]
-every = 20
-[probes]
-n_per_cell = 8
-n_neutral = 4
-{probes_extra}
-[resources]
-num_cpus = 1
-"""
-
-
 def _spec(tmp_path, name, corpora, probes_extra=""):
-    p = tmp_path / f"{name}.toml"
-    p.write_text(SPEC.format(name=name, corpora=corpora, probes_extra=probes_extra))
-    return p
+    return tiny_grid_spec(tmp_path / f"{name}.toml", name=name, corpora=corpora, probes_extra=probes_extra)
 
 
 def test_dosed_sweep_shares_streams_and_scores_dose_response(tmp_path, local_ray):

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 def test_hf_trainer_callback_observes_every_n_steps(tmp_path):
     import torch
     from datasets import Dataset
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast, Trainer, TrainingArguments
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, Trainer, TrainingArguments
 
     from runner.config import CorpusConfig
     from runner.corpora import synthetic_rows, world_tokenizer
@@ -20,7 +20,6 @@ def test_hf_trainer_callback_observes_every_n_steps(tmp_path):
 
     torch.manual_seed(0)
     wt = world_tokenizer()
-    tok = PreTrainedTokenizerFast(tokenizer_object=wt, bos_token=V.BOS, pad_token=V.PAD, unk_token=V.UNK)
     rows = synthetic_rows(CorpusConfig(name="web", n_stories=64, seed=1))
     ds = Dataset.from_dict({"input_ids": rows.tolist(), "labels": rows.tolist()})
     model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=wt.get_vocab_size(), hidden_size=32, num_hidden_layers=1,

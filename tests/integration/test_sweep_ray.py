@@ -17,41 +17,14 @@ from cluster.cli import main as cli_main
 from cluster.sweep import Sweep, run_sweep
 from runner.grid import GridError
 from runner.store import RunStore
+from tests.conftest import tiny_grid_spec
 from runner.train import train_run
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
-SPEC = """
-name = "t"
-[axes]
-corpora = ["web"]
-budgets = ["packed"]
-seeds = {seeds}
-[corpus]
-n_stories = {n_stories}
-[model]
-d_model = 32
-n_heads = 2
-d_mlp = 64
-[train]
-steps = {steps}
-batch_size = 16
-[schedule]
-every = 20
-[probes]
-n_per_cell = 8
-n_neutral = 4
-[resources]
-num_cpus = 1
-{extra}
-"""
-
-
 def spec(tmp_path, seeds=(1, 2), steps=40, extra="", name="g.toml"):
-    p = tmp_path / name
-    p.write_text(SPEC.format(seeds=list(seeds), steps=steps, n_stories=max(2000, steps * 16), extra=extra))
-    return p
+    return tiny_grid_spec(tmp_path / name, seeds=seeds, steps=steps, extra=extra)
 
 
 def _attempts(sweep_dir: Path, run_id: str) -> list[dict]:
