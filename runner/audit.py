@@ -276,7 +276,10 @@ def calibration_points(sweeps: list[str | Path], family: str, mode: str) -> list
     return pts
 
 
-def survived(p: dict, displaced: float = 0.6, recovered: float = 0.8) -> bool:
+DISPLACED, RECOVERED = 0.6, 0.8  # the paper's registered label thresholds (runner.summary.Classifier)
+
+
+def survived(p: dict, displaced: float = DISPLACED, recovered: float = RECOVERED) -> bool:
     """RECOVERED -> True, DISPLACED -> False, others by final against the midpoint."""
     if p["label"] in ("recovered", "displaced"):
         return p["label"] == "recovered"
@@ -359,7 +362,10 @@ def plot_calibration(points: list[dict], fit: dict, family: str, mode: str, path
     ax.set_xscale("log")
     ax.set_xlabel(f"support ratio ({mode}, pooled over cue classes)")
     ax.set_ylabel("conflict final (heldout)")
-    ax.set_title(f"{family}: calibration (green recovered, red displaced)", fontsize=9)
+    line = (DISPLACED + RECOVERED) / 2  # where survived() splits unstable / intermediate runs
+    ax.axhline(line, color="tab:orange", lw=0.6, ls=":")
+    ax.set_title(f"{family}: calibration (green recovered, red displaced, orange unstable or intermediate:\n"
+                 f"survived iff final >= {line:.2g}, dotted line; the audited corpus drawn at y = 0.5)", fontsize=7)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
