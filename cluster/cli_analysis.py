@@ -59,6 +59,8 @@ def print_verdict(v: dict, title: str) -> None:
     """Print a verdict: per-run labels, the prediction scoreboard and the dose-response table."""
     from rich.table import Table
 
+    from runner.dose_response import treatment
+
     t = Table(title=title)
     for col in ("run", "status", "family", "label", "final", "final 95% CI", "control", "onset", "CM cross"):
         t.add_column(col)
@@ -85,7 +87,7 @@ def print_verdict(v: dict, title: str) -> None:
         for g in v["dose_response"]["groups"]:
             for lv in g["levels"]:
                 sup = lv["support_contested"]
-                dt.add_row(g["intervention"], g["family"], f"{g['corpus']}/{g['budget']}", lv["dose_name"],
+                dt.add_row(treatment(g), g["family"], f"{g['corpus']}/{g['budget']}", lv["dose_name"],
                            str(lv["n_seeds"]), f"{sup:.3g}" if sup is not None else "-", f"{lv['mean_final']:.3f}",
                            f"{lv['mean_cm_final']:+.2f}", ", ".join(lv["labels"]))
             rho = g["rho_cm_final"]

@@ -183,6 +183,14 @@ class InterventionConfig(_Frozen):
     end_step: int | None = Field(None, gt=0)
     seed: int = Field(0, ge=0)
 
+    @property
+    def window(self) -> str:
+        """``""`` for the whole run, else ``"<start>-<end|end>"`` (e.g. ``"4000-end"``): runs with
+        the same dose but different windows are different treatments in verdicts and selectors."""
+        if self.start_step == 0 and self.end_step is None:
+            return ""
+        return f"{self.start_step}-{self.end_step if self.end_step is not None else 'end'}"
+
     @field_validator("families")
     @classmethod
     def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:

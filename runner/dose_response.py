@@ -2,7 +2,8 @@
 
 Dose-response: does flipping support kill a rule, does injecting it rescue one?
 
-Runs are grouped by (intervention, corpus, budget); the runs of the same corpus and budget with
+Runs are grouped by (intervention, corpus, budget, window: a dose applied only in a window of
+steps is its own treatment); the runs of the same corpus and budget with
 dose ``none`` are the dose-0 baseline of that group. Per rule family and dose level: the
 seed-mean final contrast margin (CM_final) and conflict final, the labels, and the support the
 model actually saw (pooled over cue classes, counted on the intervened stream). Across levels,
@@ -31,6 +32,11 @@ def _spearman(x, y) -> float | None:
     return float(spearmanr(x, y).statistic)
 
 
+def treatment(g: dict) -> str:
+    """A group's or asymmetry row's intervention as shown: ``rescue``, or ``rescue (steps 4000-end)``."""
+    return g["intervention"] + (f" (steps {g['window']})" if g.get("window") else "")
+
+
 def dose_response(runs: list[dict], support_of, displaced: float = 0.6, recovered: float = 0.8) -> dict:
     """``runs``: run verdicts (with ``dose``, ``corpus``, ``budget``, ``complete``, ``families``);
     ``support_of(run, family) -> {mode: ratio}``. Returns ``{"groups": [...], "asymmetry": [...]}``."""
@@ -42,9 +48,10 @@ def dose_response(runs: list[dict], support_of, displaced: float = 0.6, recovere
         if name == "none":
             baselines[(r["corpus"], r["budget"])].append(r)
         else:
-            dosed[(name, r["corpus"], r["budget"])].append((level, r))
+            # the same dose in another window (e.g. only after step 4000) is another treatment
+            dosed[(name, r["corpus"], r["budget"], r.get("window", ""))].append((level, r))
     groups, asym = [], []
-    for (name, corpus, budget), items in sorted(dosed.items()):
+    for (name, corpus, budget, window), items in sorted(dosed.items()):
         fams = sorted({f for _, r in items for f in r["families"]})
         for fam in fams:
             by_level = defaultdict(list)
@@ -69,7 +76,8 @@ def dose_response(runs: list[dict], support_of, displaced: float = 0.6, recovere
                     "support_windowed": sup.get("windowed"), "support_contested": sup.get("contested"),
                 })
             xs = [lv["dose"] for lv in levels]
-            g = {"intervention": name, "corpus": corpus, "budget": budget, "family": fam, "levels": levels,
+            g = {"intervention": name, "window": window, "corpus": corpus, "budget": budget, "family": fam,
+                 "levels": levels,
                  "has_baseline": bool(levels and levels[0]["dose"] == 0.0),
                  "rho_cm_final": _spearman(xs, [lv["mean_cm_final"] for lv in levels]),
                  "rho_final": _spearman(xs, [lv["mean_final"] for lv in levels])}
@@ -83,7 +91,7 @@ def dose_response(runs: list[dict], support_of, displaced: float = 0.6, recovere
             rescue_at = None if base is not None and base >= recovered else next(
                 (lv["dose"] for lv in levels if lv["dose"] > 0 and lv["mean_final"] >= recovered), None)
             asym.append({
-                "intervention": name, "corpus": corpus, "family": fam,
+                "intervention": name, "window": window, "corpus": corpus, "family": fam,
                 "baseline_final": levels[0]["mean_final"] if g["has_baseline"] else None,
                 "kills": kill_at is not None, "kills_from_dose": kill_at,
                 "rescues": rescue_at is not None, "rescues_from_dose": rescue_at,
@@ -114,7 +122,7 @@ def plot_dose_response(dr: dict, path: Path) -> Path | None:
         ax.plot(xs, [lv["mean_cm_final"] for lv in g["levels"]], color="black", marker="o", label="seed mean")
         ax.axhline(0, color="tab:red", lw=0.7, ls=":")
         ax.set_xscale("symlog", linthresh=min([x for x in xs if x > 0] or [0.01]))
-        ax.set_xlabel(f"{g['intervention']} dose (0 = baseline)")
+        ax.set_xlabel(f"{treatment(g)} dose (0 = baseline)")
         ax.set_ylabel("CM final (nats)")
         rho = g["rho_cm_final"]
         ax.set_title(f"{g['family']} on {g['corpus']}/{g['budget']}\nrho(dose, CM final) = "

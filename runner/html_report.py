@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from .prereg import Locked, unregistered
-from .dose_response import plot_dose_response
+from .dose_response import plot_dose_response, treatment
 from .report import plot_run
 from .verdicts import find_runs, verdict
 
@@ -81,7 +81,7 @@ def _dose_sections(dr: dict, out: Path) -> list[str]:
         return []
     yes = lambda b, d: f"yes, from {d:g}" if b else "no"  # noqa: E731
     rows = "".join(
-        f"<tr><td class=l>{a['intervention']}</td><td class=l>{a['family']}</td><td class=l>{a['corpus']}</td>"
+        f"<tr><td class=l>{html.escape(treatment(a))}</td><td class=l>{a['family']}</td><td class=l>{a['corpus']}</td>"
         f"<td>{_fmt(a['baseline_final'])}</td><td>{yes(a['kills'], a['kills_from_dose'])}</td>"
         f"<td>{yes(a['rescues'], a['rescues_from_dose'])}</td><td>{'yes' if a['monotone_final'] else 'no'}</td>"
         f"<td>{_fmt(a['max_dose'])}</td><td>{_fmt(a['max_support_contested'])}</td><td>{_fmt(a['rho_cm_final'])}</td></tr>"
@@ -95,7 +95,7 @@ def _dose_sections(dr: dict, out: Path) -> list[str]:
     body = ""
     for g in dr["groups"]:
         for lv in g["levels"]:
-            body += (f"<tr><td class=l>{g['intervention']}</td><td class=l>{g['family']}</td><td class=l>"
+            body += (f"<tr><td class=l>{html.escape(treatment(g))}</td><td class=l>{g['family']}</td><td class=l>"
                      f"{g['corpus']}/{g['budget']}</td><td class=l>{lv['dose_name']}</td><td>{lv['n_seeds']}</td>"
                      f"<td>{_fmt(lv['support_contested'])}</td><td>{_fmt(lv['support_windowed'])}</td>"
                      f"<td>{_fmt(lv['mean_final'])}</td><td>{_fmt(lv['mean_cm_final'])}</td>"

@@ -104,6 +104,7 @@ class DosePrediction(BaseModel):
     intervention: str
     corpus: str
     budget: str = "packed"
+    window: str = Field("", description='the intervention window, e.g. "4000-end"; "" = the whole run')
     quantity: Literal["rho_cm_final", "rho_final"]
     op: Literal["<=", "<", ">=", ">"]
     value: float

@@ -83,7 +83,8 @@ def run_identity(run_dir: Path) -> dict:
         return {**meta["identity"], "n_params": meta.get("n_params")}
     cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())
     return {"kind": "trained", "corpus": cfg.corpus.name, "budget": cfg.train.budget, "seed": cfg.train.seed,
-            "dose": cfg.dose, "n_params": meta.get("n_params")}
+            "dose": cfg.dose, "window": cfg.intervention.window if cfg.dose != "none" else "",
+            "n_params": meta.get("n_params")}
 
 
 def run_verdict(run_dir: Path, locked: Locked, unseal: bool = False) -> dict:
@@ -128,9 +129,10 @@ def support_ratio(run_dir: Path, family: str) -> dict | None:
 
 
 def _select(run: dict, sel: dict) -> bool:
-    """A selector that names no dose selects undosed runs only."""
-    run = {"dose": "none", **run}
-    return all(str(run.get(key)) == str(val) for key, val in {"dose": "none", **sel}.items())
+    """A selector that names no dose selects undosed runs only; one that names no window selects
+    runs dosed for the whole run only (``window = "4000-end"`` selects a phase-B window)."""
+    run = {"dose": "none", "window": "", **run}
+    return all(str(run.get(key)) == str(val) for key, val in {"dose": "none", "window": "", **sel}.items())
 
 
 def score_prediction(pred: Prediction, runs: list[dict]) -> dict:
@@ -225,14 +227,16 @@ def score_dose_prediction(pred, dr: dict, runs: list[dict]) -> dict:
     """PASS / FAIL on a dose-response group's rho; VOID without the group, its baseline, or
     enough levels."""
     res = {"id": pred.id, "text": pred.text, "family": pred.family,
-           "select": {"intervention": pred.intervention, "corpus": pred.corpus, "budget": pred.budget},
+           "select": {"intervention": pred.intervention, "corpus": pred.corpus, "budget": pred.budget,
+                      **({"window": pred.window} if pred.window else {})},
            "rule": f"{pred.quantity} {pred.op} {pred.value}"}
-    g = next((g for g in dr["groups"] if (g["intervention"], g["corpus"], g["budget"], g["family"])
-              == (pred.intervention, pred.corpus, pred.budget, pred.family)), None)
+    g = next((g for g in dr["groups"] if (g["intervention"], g["corpus"], g["budget"], g["family"], g["window"])
+              == (pred.intervention, pred.corpus, pred.budget, pred.family, pred.window)), None)
     used = [lv for lv in (g["levels"] if g else [])]
     names = {lv["dose_name"] for lv in used}
     matched = [r for r in runs if not r.get("sealed") and r.get("complete") and r["corpus"] == pred.corpus
-               and r["budget"] == pred.budget and (r["dose"] in names or (r["dose"] == "none" and "none" in names))]
+               and r["budget"] == pred.budget and (r["dose"] == "none" and "none" in names
+                                                   or r["dose"] in names and r.get("window", "") == pred.window)]
     status = "confirmatory" if matched and all(r["status"] == "confirmatory" for r in matched) else "exploratory"
     if g is None or not g["has_baseline"]:
         return {**res, "result": "VOID", "why": "no dose-0 baseline and dosed runs for this group", "status": status}

@@ -48,3 +48,31 @@ def test_dose_predictions_pass_fail_void():
     void = score_dose_prediction(DosePrediction(**rescue, op=">", value=0, min_levels=4), dr, RUNS)
     assert void["result"] == "VOID" and "3 dose levels, 4 needed" in void["why"]
     assert score_dose_prediction(DosePrediction(**{**pred, "corpus": "nope"}, op="<", value=0), dr, RUNS)["result"] == "VOID"
+
+
+def test_a_windowed_dose_is_its_own_treatment():
+    """rescue:1 from step 0 and rescue:1 only after step 4000 are different treatments: separate
+    groups, and a selector without a window never picks the windowed run."""
+    from runner.dose_response import treatment
+    from runner.prereg import Prediction
+    from runner.verdicts import score_prediction
+
+    late = {**_run("web", "rescue:1", 1, 0.55, -0.2, "displaced"), "run": "late", "window": "4000-end"}
+    runs = RUNS + [late]
+    dr = dose_response(runs, lambda r, fam: {})
+    rescue = [g for g in dr["groups"] if g["intervention"] == "rescue"]
+    assert sorted(g["window"] for g in rescue) == ["", "4000-end"]
+    whole = next(g for g in rescue if not g["window"])
+    assert [lv["dose"] for lv in whole["levels"]] == [0.0, 1.0, 100.0] and whole["levels"][1]["finals"] == [0.1]
+    windowed = next(g for g in rescue if g["window"])
+    assert [lv["finals"] for lv in windowed["levels"]] == [[0.05], [0.55]]
+    assert treatment(windowed) == "rescue (steps 4000-end)" and treatment(whole) == "rescue"
+    sel = dict(id="R", family="pronoun_gender", quantity="final", op=">=", value=0.5, seeds="1/1", requires=[])
+    plain = score_prediction(Prediction(**sel, select={"corpus": "web", "dose": "rescue:1"}), runs)
+    assert plain["runs"] == ["web-rescue:1-1"] and plain["result"] == "FAIL"
+    late_p = score_prediction(Prediction(**sel, select={"corpus": "web", "dose": "rescue:1", "window": "4000-end"}), runs)
+    assert late_p["runs"] == ["late"] and late_p["result"] == "PASS"
+    # a dose prediction names its window: the plain one sees only whole-run doses
+    pred = dict(id="D", family="pronoun_gender", intervention="rescue", corpus="web", quantity="rho_final", op=">", value=0)
+    assert score_dose_prediction(DosePrediction(**pred), dr, runs)["result"] == "PASS"
+    assert "2 dose levels" in score_dose_prediction(DosePrediction(**pred, window="4000-end"), dr, runs)["why"]
