@@ -15,8 +15,10 @@ from typing import Optional
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from cluster.cli_base import UserError, _validation_message, app, console, corpus_app, main, plain_log
+
 
 def _corpus_config(preset: str, seed: int, n_stories: Optional[int], support: Optional[float],
                    text_column: str):
@@ -208,6 +210,17 @@ def show(
 
 
 
+def _print_sweep_result(res: dict, sweep_dir: Path) -> None:
+    """One summary line of a finished ``run_sweep``; exit 1 naming the failed cells, if any."""
+    console.print(f"sweep {res['sweep']}: {res['cells']} cells, ran {res['ran']}, skipped {res['skipped']}, "
+                  f"failed {len(res['failed'])}; wall {res['wall_seconds']} s, sum of runs {res['sum_run_seconds']} s, "
+                  f"efficiency {res['efficiency']}", markup=False)
+    if res["failed"]:
+        Console(stderr=True).print(f"[red]failed cells[/]: {escape(', '.join(res['failed']))} "
+                                   f"(tracebacks in {sweep_dir}/manifest.json)")
+        raise typer.Exit(1)
+
+
 @app.command()
 def sweep(
     spec: Path = typer.Argument(..., help="grid spec TOML (axes corpora, budgets, seeds, doses)"),
@@ -233,12 +246,7 @@ def sweep(
                         node_ip=node_ip_address, log=plain_log, reuse=reuse)
     except (GridError, StreamError) as e:
         raise UserError(str(e)) from None
-    console.print(f"sweep {res['sweep']}: {res['cells']} cells, ran {res['ran']}, skipped {res['skipped']}, "
-                  f"failed {len(res['failed'])}; wall {res['wall_seconds']} s, sum of runs {res['sum_run_seconds']} s, "
-                  f"efficiency {res['efficiency']}")
-    if res["failed"]:
-        Console(stderr=True).print(f"[red]failed cells[/]: {', '.join(res['failed'])} (tracebacks in {out}/manifest.json)")
-        raise typer.Exit(1)
+    _print_sweep_result(res, out)
 
 
 @app.command()
@@ -292,12 +300,7 @@ def demo(
         r = run_demo(out, num_cpus=num_cpus, progress=progress, reuse=reuse, log=plain_log)
     except (PreregError, GridError, StreamError) as e:
         raise UserError(str(e)) from None
-    s = r["sweep"]
-    console.print(f"sweep {s['sweep']}: ran {s['ran']}, skipped {s['skipped']}, failed {len(s['failed'])}; "
-                  f"wall {s['wall_seconds']} s, efficiency {s['efficiency']}")
-    if s["failed"]:
-        Console(stderr=True).print(f"[red]failed cells[/]: {', '.join(s['failed'])} (tracebacks in {out}/sweep/manifest.json)")
-        raise typer.Exit(1)
+    _print_sweep_result(r["sweep"], out / "sweep")
     print_verdict(r["verdict"], f"demo runs under {TOUR_PREREG.name}")
     console.print(f"wrote {r['verdict_json']}")
     console.print(f"[bold]report: {r['report']}[/] (demo finished in {r['seconds']:.0f} s)")

@@ -376,14 +376,13 @@ def run_sweep(spec_file: str | Path, sweep_dir: str | Path, *, address: str | No
     wall = time.time() - t_wall
     ran = [s for s in states.values() if s.get("seconds") is not None]
     busy = sum(s["seconds"] for s in ran)
-    workers = max(1.0, cluster_cpus // r.num_cpus)  # cells that fit at once
+    workers = int(min(max(1.0, cluster_cpus // r.num_cpus), max(len(ran), 1)))  # cells that ran at once
     result = {
         "sweep": str(sw.dir), "cells": len(sw.cells), "ran": len(ran),
         "skipped": sum(1 for s in states.values() if s.get("skipped")),
         "failed": [c.label for c in sw.cells if states.get(c.run_id, {}).get("state") == "failed"],
-        "wall_seconds": round(wall, 2), "sum_run_seconds": round(busy, 2),
-        "workers": int(min(workers, max(len(ran), 1))),
-        "efficiency": round(busy / (min(workers, max(len(ran), 1)) * wall), 3) if ran else None,
+        "wall_seconds": round(wall, 2), "sum_run_seconds": round(busy, 2), "workers": workers,
+        "efficiency": round(busy / (workers * wall), 3) if ran else None,
     }
     sw.write_manifest(states, last_run={**result, "finished_utc": _now()})
     return result

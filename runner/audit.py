@@ -35,6 +35,7 @@ import numpy as np
 
 from . import vocab as V
 from .rules import RULES, InductionRule
+from .summary import Classifier
 from .support import class_ids, cue_positions_by_row, scan_contested, template_ids
 
 
@@ -276,10 +277,7 @@ def calibration_points(sweeps: list[str | Path], family: str, mode: str) -> list
     return pts
 
 
-DISPLACED, RECOVERED = 0.6, 0.8  # the paper's registered label thresholds (runner.summary.Classifier)
-
-
-def survived(p: dict, displaced: float = DISPLACED, recovered: float = RECOVERED) -> bool:
+def survived(p: dict, displaced: float = Classifier.displaced, recovered: float = Classifier.recovered) -> bool:
     """RECOVERED -> True, DISPLACED -> False, others by final against the midpoint."""
     if p["label"] in ("recovered", "displaced"):
         return p["label"] == "recovered"
@@ -362,7 +360,7 @@ def plot_calibration(points: list[dict], fit: dict, family: str, mode: str, path
     ax.set_xscale("log")
     ax.set_xlabel(f"support ratio ({mode}, pooled over cue classes)")
     ax.set_ylabel("conflict final (heldout)")
-    line = (DISPLACED + RECOVERED) / 2  # where survived() splits unstable / intermediate runs
+    line = (Classifier.displaced + Classifier.recovered) / 2  # where survived() splits unstable / intermediate
     ax.axhline(line, color="tab:orange", lw=0.6, ls=":")
     ax.set_title(f"{family}: calibration (green recovered, red displaced, orange unstable or intermediate:\n"
                  f"survived iff final >= {line:.2g}, dotted line; the audited corpus drawn at y = 0.5)", fontsize=7)
