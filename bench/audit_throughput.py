@@ -13,9 +13,9 @@ import argparse
 import os
 import time
 
-from runner.audit import audit_corpus
+from runner.analysis.audit import audit_corpus
 from runner.config import CorpusConfig
-from runner.corpora import build_corpus
+from runner.data.corpora import build_corpus
 
 
 def main() -> None:

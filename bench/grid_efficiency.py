@@ -47,7 +47,7 @@ def measure(seeds: int = 4, steps: int = 300) -> list[dict]:
     import ray
 
     from cluster.sweep import init_ray, run_sweep
-    from runner.corpora import build_corpus
+    from runner.data.corpora import build_corpus
     from runner.grid import load_grid
 
     workers = os.cpu_count() or 1

@@ -15,8 +15,8 @@ start, DeepSpeed init and checkpoint load included).
 
 from __future__ import annotations
 
-import os
 import argparse
+import os
 import random
 import re
 import signal
@@ -49,7 +49,7 @@ def _timed(cfg_file: Path, out: Path) -> tuple[float, str]:
 def measure(steps: int = 600, every: int = 50, kills: int = 3, seed: int = 0) -> list[dict]:
     """Rows ``{figure, value, conditions}`` for the benchmark table (see the module docstring)."""
     from runner.config import RunConfig
-    from runner.corpora import build_corpus
+    from runner.data.corpora import build_corpus
     from runner.model import weights_path
 
     rng = random.Random(seed)

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from runner.config import RunConfig
-from runner.corpora import build_corpus, load_corpus
-from runner.data import DataPlan
-from runner.dist import ensure_process_group
+from runner.data.corpora import build_corpus, load_corpus
+from runner.data.streams import DataPlan
 from runner.model import build_model, n_params
+from runner.train.dist import ensure_process_group
 
 
 def _loss(model, x, pad):

@@ -17,7 +17,15 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from cluster.cli_base import UserError, _validation_message, app, console, corpus_app, main, plain_log
+from cluster.cli_base import (
+    UserError,
+    _validation_message,
+    app,
+    console,
+    corpus_app,
+    main,
+    plain_log,
+)
 
 
 def _corpus_config(preset: str, seed: int, n_stories: Optional[int], support: Optional[float],
@@ -45,7 +53,7 @@ def corpus_build(
     """Build a corpus (deterministic from its config) and print its manifest."""
     from rich.progress import Progress
 
-    from runner.corpora import build_corpus, load_corpus
+    from runner.data.corpora import build_corpus, load_corpus
 
     cfg = _corpus_config(preset, seed, n_stories, support, text_column)
     with Progress(console=console, transient=True) as p:
@@ -71,8 +79,8 @@ def corpus_intervene(
 
     from interventions import InterventionError
     from runner.config import RunConfig
-    from runner.support import pooled
-    from runner.train import build_streams
+    from runner.data.streams import build_streams
+    from runner.data.support import pooled
 
     fams = tuple(f.strip() for f in families.split(",") if f.strip())
     cfg_c = _corpus_config(preset, seed, n_stories, support, "text")
@@ -89,7 +97,7 @@ def corpus_intervene(
         raise UserError(str(e)) from None
     m = json.loads((dosed / "manifest.json").read_text())
     base_support = json.loads((base / "manifest.json").read_text())
-    from runner.support import corpus_support
+    from runner.data.support import corpus_support
 
     before = corpus_support(base, fams)
     t = Table(title=f"{dosed}: {m['n_tokens']:,} tokens ({base_support['n_tokens']:,} before), sha256 {m['sha256'][:16]}…")
@@ -116,9 +124,9 @@ def support(
     """Support frequency per rule family and cue class (windowed, bigram, contested)."""
     from rich.table import Table
 
-    from runner.corpora import load_corpus
-    from runner.support import count_support
-    from runner.train import write_json_atomic
+    from runner._io import write_json_atomic
+    from runner.data.corpora import load_corpus
+    from runner.data.support import count_support
 
     c = load_corpus(corpus)
     fams = [f.strip() for f in families.split(",") if f.strip()]
@@ -156,7 +164,7 @@ def train(
     """Train one run through DeepSpeed, scoring probes at every checkpoint; resumes if interrupted."""
     from interventions import InterventionError
     from runner.config import RunConfig
-    from runner.corpora import CorpusError
+    from runner.data.corpora import CorpusError
     from runner.train import prepare_run, train_run
 
     if config is not None:
@@ -193,10 +201,10 @@ def show(
     every: int = typer.Option(4, help="table: show every Nth checkpoint"),
 ) -> None:
     """A run's trajectory as a table and a PNG, and its figures (peak, final, onset, CM crossing)."""
-    from runner.report import figures_table, plot_run, trajectory_table
-    from runner.summary import write_summary
-
+    from runner.report.plots import plot_run
+    from runner.report.tables import figures_table, trajectory_table
     from runner.store import is_run_dir
+    from runner.trajectory import write_summary
 
     if not is_run_dir(run):
         raise UserError(f"{run} is not a run folder (no run.json); pass runs/<run-id>")
@@ -233,8 +241,8 @@ def sweep(
     reuse: Optional[list[Path]] = typer.Option(None, help="another sweep folder whose complete cells with the same run id are copied in, not recomputed (repeatable)"),
 ) -> None:
     """Run the grid on Ray; rerunning skips finished cells and resumes unfinished ones."""
-    from runner.grid import GridError, load_grid
     from cluster.sweep import StreamError, run_sweep
+    from runner.grid import GridError, load_grid
 
     try:
         g = load_grid(spec)
@@ -267,8 +275,8 @@ def submit(
     follow: bool = typer.Option(True, help="print the job's logs until it ends"),
 ) -> None:
     """Submit the sweep as a Ray job; prints the job id (and follows its logs)."""
-    from runner.grid import GridError
     from cluster.sweep import submit as do_submit
+    from runner.grid import GridError
 
     try:
         job_id, st = do_submit(spec, address, out, follow=follow, log=plain_log)
@@ -293,8 +301,8 @@ def demo(
     from cluster.cli_analysis import print_verdict
     from cluster.demo import TOUR_PREREG, run_demo
     from cluster.sweep import StreamError
+    from runner.analysis.prereg import PreregError
     from runner.grid import GridError
-    from runner.prereg import PreregError
 
     try:
         r = run_demo(out, num_cpus=num_cpus, progress=progress, reuse=reuse, log=plain_log)

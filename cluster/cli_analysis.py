@@ -10,10 +10,11 @@ import typer
 
 from cluster.cli_base import UserError, _locked, app, console, prereg_app
 
+
 @prereg_app.command("lock")
 def prereg_lock(file: Path = typer.Argument(..., help="the prereg TOML")) -> None:
     """Lock the prereg: record its sha256, UTC time, ungrok version and git commit."""
-    from runner.prereg import PreregError, lock, lock_path
+    from runner.analysis.prereg import PreregError, lock, lock_path
 
     try:
         rec = lock(file)
@@ -36,7 +37,7 @@ def prereg_amend(
     reason: str = typer.Option(..., help="why (recorded in the chain and the report)"),
 ) -> None:
     """Append a dated, hash-chained amendment (applies to data produced after it)."""
-    from runner.prereg import PreregError, amend
+    from runner.analysis.prereg import PreregError, amend
 
     changes = {}
     for item in set_:
@@ -59,7 +60,7 @@ def print_verdict(v: dict, title: str) -> None:
     """Print a verdict: per-run labels, the prediction scoreboard and the dose-response table."""
     from rich.table import Table
 
-    from runner.dose_response import treatment
+    from runner.analysis.dose_response import treatment
 
     t = Table(title=title)
     for col in ("run", "status", "family", "label", "final", "final 95% CI", "control", "onset", "CM cross"):
@@ -104,8 +105,8 @@ def verdict(
 ) -> None:
     """Score every run and every registered prediction; print a scoreboard and write JSON."""
 
-    from runner.train import write_json_atomic
-    from runner.verdicts import verdict as compute
+    from runner._io import write_json_atomic
+    from runner.analysis.verdicts import verdict as compute
 
     locked = _locked(prereg)
     path = paths[0]
@@ -127,7 +128,7 @@ def report(
     out: Optional[Path] = typer.Option(None, help="report folder (default <first path>/report)"),
 ) -> None:
     """Write the HTML report page (images embedded) and its PNGs."""
-    from runner.html_report import write_report
+    from runner.report.html import write_report
 
     locked = _locked(prereg)
     try:
@@ -153,12 +154,20 @@ def audit(
     from rich.progress import Progress
     from rich.table import Table
 
-    from runner.audit import (AuditError, audit_corpus, calibration_points, default_mode, fit_critical_ratio,
-                              plot_calibration, risk, write_json)
+    from runner.analysis.audit import (
+        AuditError,
+        audit_corpus,
+        calibration_points,
+        default_mode,
+        fit_critical_ratio,
+        risk,
+        write_json,
+    )
+    from runner.report.plots import plot_calibration
 
     fams = [f.strip() for f in rules.split(",") if f.strip()]
     try:
-        from runner.rules import RULES
+        from runner.world.rules import RULES
 
         for f in fams:
             RULES.get(f)
@@ -217,8 +226,9 @@ def monitor_replay(
     """Replay the live monitor on finished runs: first warning, collapse onset, lead time, false alarms."""
     from rich.table import Table
 
-    from runner.monitor import TrendConfig, replay_run
-    from runner.verdicts import find_runs
+    from runner.analysis.monitor_replay import replay_run
+    from runner.analysis.verdicts import find_runs
+    from runner.train.monitor import TrendConfig
 
     try:
         runs = find_runs(path)

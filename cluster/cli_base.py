@@ -41,7 +41,7 @@ def _validation_message(e: ValidationError, prefix: str = "") -> str:
 
 
 def _locked(prereg: Optional[Path]):
-    from runner.prereg import PreregError, load_locked
+    from runner.analysis.prereg import PreregError, load_locked
 
     if prereg is None:
         return None

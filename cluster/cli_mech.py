@@ -10,6 +10,7 @@ from rich.console import Console
 
 from cluster.cli_base import UserError, app, console, mech_app
 
+
 @mech_app.command("capture")
 def mech_capture(
     path: Path = typer.Argument(..., help="a run folder, or a sweep (every complete run, one Ray task each)"),
@@ -76,9 +77,9 @@ def public(
     progress: bool = typer.Option(True, help="progress bar"),
 ) -> None:
     """Score public checkpoint series (Pythia or any GPT-NeoX-style suite) with the probes, on Ray."""
-    from mech.public import PublicError
-    from runner.batteries import BatteryError
     from cluster.public import run_public
+    from mech.public import PublicError
+    from runner.world.batteries import BatteryError
 
     fams = [f.strip() for f in families.split(",")] if families else None
     try:

@@ -36,10 +36,10 @@ def run_demo(out: str | Path = "runs/demo", *, num_cpus: int | None = None, prog
     ``grid``/``prereg`` replace the tour's (tests run a tiny tour through the same code).
     """
     from cluster.sweep import run_sweep
-    from runner.html_report import write_report
-    from runner.prereg import load_locked
-    from runner.train import write_json_atomic
-    from runner.verdicts import verdict
+    from runner._io import write_json_atomic
+    from runner.analysis.prereg import load_locked
+    from runner.analysis.verdicts import verdict
+    from runner.report.html import write_report
 
     t0 = time.time()
     grid, prereg = grid or TOUR_GRID, prereg or TOUR_PREREG

@@ -24,8 +24,8 @@ def _stage(stage: str, run_dir: str, kw: dict) -> dict:
 
 def complete_runs(path: str | Path) -> list[Path]:
     """A run folder, or the complete runs of a sweep / runs folder."""
+    from runner.analysis.verdicts import find_runs
     from runner.store import is_run_dir, open_run_store
-    from runner.verdicts import find_runs
 
     path = Path(path)
     if is_run_dir(path):

@@ -11,8 +11,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from mech.public import PublicError, Source, assemble_run, parse_revisions, score_revision
-from runner.batteries import read_battery
+from mech.public import (
+    PublicError,
+    Source,
+    assemble_run,
+    parse_revisions,
+    score_revision,
+)
+from runner.world.batteries import read_battery
 
 
 def run_public(models: list[str], revisions: str, source: str, battery: str | Path, out: str | Path, *,
@@ -72,7 +78,13 @@ def run_public(models: list[str], revisions: str, source: str, battery: str | Pa
 
 
 def _bar(total: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     p = Progress(TextColumn("[bold]scoring checkpoints"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     p.start()

@@ -26,9 +26,9 @@ import traceback
 from pathlib import Path
 from urllib.parse import urlparse
 
+from runner._io import write_json_atomic
 from runner.grid import GridError, GridSpec, load_grid
 from runner.store import group_complete
-from runner.train import write_json_atomic
 
 
 def _now() -> str:
@@ -131,7 +131,7 @@ def _train_cell(cfg_json: str, sweep_dir: str) -> dict:
 def _build_stream(cfg_json: str, sweep_dir: str) -> str:
     """The Ray task that builds a cell's corpus and intervened stream (shared by its seeds)."""
     from runner.config import RunConfig
-    from runner.train import build_streams
+    from runner.data.streams import build_streams
 
     base, dosed = build_streams(RunConfig.model_validate_json(cfg_json), Path(sweep_dir) / "corpora")
     return str(dosed or base)
@@ -391,7 +391,7 @@ def run_sweep(spec_file: str | Path, sweep_dir: str | Path, *, address: str | No
 def sweep_status(sweep_dir: str | Path) -> list[dict]:
     """One row per cell: label, run id, state, last scored step, label so far (safe while running)."""
     from runner.store import RunStore
-    from runner.summary import family_figures
+    from runner.trajectory import family_figures
 
     sw = Sweep(sweep_dir)
     man = {c["run_id"]: c for c in sw.manifest().get("cells", [])}

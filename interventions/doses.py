@@ -15,8 +15,8 @@ intervened stream by the same support counter as every corpus).
   positions; injected events are counted after tokenization and must equal the target; the
   disjointness gate runs before the stream is written.
 
-Both register in :data:`runner.grid.DOSES`, so a RunConfig's ``dose`` may name them once this
-package is imported (the cluster layer and the CLI import it).
+Both are discovered by :data:`runner.doses.DOSES` through the entry points ``ungrok.doses``
+(``pyproject.toml``), so a RunConfig's ``dose`` may name them whatever was imported before.
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from runner import vocab as V
 from runner.config import CorpusConfig, RunConfig
-from runner.corpora import build_corpus, load_corpus, write_corpus
-from runner.grid import DOSES
-from runner.rules import RULES
-from runner.support import corpus_support, count_support, pooled, token_ids
+from runner.data.corpora import build_corpus, load_corpus, write_corpus
+from runner.data.support import corpus_support, count_support, pooled, token_ids
+from runner.scoring import battery_for
+from runner.world.rules import RULES
 
 from .gate import check_disjoint
 from .registry import FLIPS, INJECTS, InterventionError
@@ -135,7 +134,6 @@ class Rescue(_Dose):
         return out
 
     def edit(self, cfg: RunConfig, level: float, base, tok) -> tuple[np.ndarray, dict]:
-        from runner.train import battery_for
 
         fams = list(cfg.dose_families)
         for f in fams:
@@ -162,5 +160,6 @@ class Rescue(_Dose):
                                 "base_tokens": base.n_tokens}
 
 
-DOSES.register("kill", Kill())
-DOSES.register("rescue", Rescue())
+# The instances the dose registry discovers (entry points ``ungrok.doses`` in pyproject.toml).
+KILL = Kill()
+RESCUE = Rescue()

@@ -16,8 +16,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from runner.batteries import ProbeItem
-from runner.rules import RULES
+from runner.world.batteries import ProbeItem
+from runner.world.rules import RULES
 
 from .registry import InterventionError
 

@@ -24,9 +24,14 @@ import zlib
 
 import numpy as np
 
-from runner import vocab as V
-from runner.rules import InductionRule
-from runner.support import contested_counts, cue_positions_by_row, scan_contested, template_ids
+from runner.data.support import (
+    contested_counts,
+    cue_positions_by_row,
+    scan_contested,
+    template_ids,
+)
+from runner.world import vocab as V
+from runner.world.rules import InductionRule
 
 from .registry import FLIPS, INJECTS, FlipResult, InjectResult
 

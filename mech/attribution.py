@@ -25,7 +25,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from runner.rules import RULES
+from runner.scoring import continuation_logprobs
+from runner.world.rules import RULES
 
 from .capture import capture_probes, hook_count, scoped_hooks
 from .names import hook_name, source_hook
@@ -242,7 +243,6 @@ def margins_under(model, enc, items, hooks: list[tuple[str, Callable]]) -> dict[
     """The project's margins (``runner.scoring``: summed continuation log-probs) with ``hooks``
     attached for the duration: CM on heldout conflict items, the agree-item margin (control),
     conflict accuracy. Hooks are scoped and checked removed."""
-    from runner.scoring import continuation_logprobs
 
     with scoped_hooks(model, hooks):
         lpc, lpd = continuation_logprobs(model, enc)

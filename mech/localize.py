@@ -40,19 +40,28 @@ from typing import Callable
 import numpy as np
 import torch
 
+from runner._io import write_json_atomic
 from runner.model import load_model
 from runner.scoring import encode_battery
-from runner.summary import Classifier, family_figures, smooth
+from runner.store import open_run_store
+from runner.trajectory import Classifier, family_figures, smooth
 
-from .attribution import (ablation_hooks, attention_to_cue_and_evidence, direct_logit_attribution,
-                          embedding_alignment, head_label, margins_under, mean_z, patch_evidence)
+from .attribution import (
+    ablation_hooks,
+    attention_to_cue_and_evidence,
+    direct_logit_attribution,
+    embedding_alignment,
+    head_label,
+    margins_under,
+    mean_z,
+    patch_evidence,
+)
 from .capture import checkpoint_steps, torch_threads
 from .probes import encode_probes, matched_pairs, run_context
 
 
 def _store_trajectory(run_dir: Path, family: str, k: Classifier) -> tuple[dict, dict[int, float]]:
     """(summary figures, {step: CM}) from the run's store; empty if it has no scores."""
-    from runner.store import open_run_store
 
     try:
         st = open_run_store(run_dir)
@@ -269,7 +278,6 @@ def localize_run(run_dir: str | Path, family: str | list[str] | None = None, ste
         doc = {}
     doc.setdefault("families", {}).update(results)
     doc["run_id"] = ctx.cfg.run_id
-    from runner.train import write_json_atomic
 
     write_json_atomic(path, doc)
     out = {"run_id": ctx.cfg.run_id, "families": results, "json": str(path), "html": None, "png": []}

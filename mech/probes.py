@@ -26,10 +26,11 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from runner import vocab as V
-from runner.batteries import ProbeItem
 from runner.config import RunConfig
-from runner.rules import RULES, InductionRule
+from runner.scoring import battery_for
+from runner.world import vocab as V
+from runner.world.batteries import ProbeItem
+from runner.world.rules import RULES, InductionRule
 
 
 @dataclass
@@ -52,7 +53,6 @@ def run_context(run_dir: str | Path, items: list[ProbeItem] | None = None) -> Ru
     """Config, tokenizer and probe battery of a run (``runner.train.battery_for`` by default)."""
     from tokenizers import Tokenizer
 
-    from runner.train import battery_for
 
     run_dir = Path(run_dir)
     cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())

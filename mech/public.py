@@ -29,8 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.batteries import ProbeItem, read_battery
+from runner._io import write_json_atomic
 from runner.scoring import aggregate, continuation_logprobs, encode_battery
+from runner.store import RunStore
+from runner.trajectory import write_summary
+from runner.world.batteries import ProbeItem, read_battery
 
 PYTHIA_MODELS = ("pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b", "pythia-1.4b")
 _STEP = re.compile(r"^step(\d+)$")
@@ -171,9 +174,6 @@ def assemble_run(out_dir: str | Path, model: str, battery: str, families: list[s
     half-written store."""
     import shutil
 
-    from runner.store import RunStore
-    from runner.summary import write_summary
-    from runner.train import write_json_atomic
 
     run_dir = Path(out_dir) / model
     files = sorted((run_dir / "revisions").glob("step*.npz"), key=lambda p: revision_step(p.stem))

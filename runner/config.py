@@ -13,6 +13,10 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from runner.doses import parse_dose
+from runner.world.presets import PRESETS
+from runner.world.rules import RULES
+
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
@@ -47,7 +51,6 @@ class CorpusConfig(_Frozen):
             if len(v) <= 3:
                 raise ValueError("corpus 'hf:' needs a dataset path, e.g. hf:/data/my_ds")
             return v
-        from .corpora import PRESETS  # late import: presets register in corpora
 
         if v not in PRESETS:
             raise ValueError(f"unknown corpus {v!r}; use one of {PRESETS.names()} or hf:<path>")
@@ -157,7 +160,6 @@ class ProbeConfig(_Frozen):
     @field_validator("families")
     @classmethod
     def _families(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from .rules import RULES
 
         for f in v:
             if f not in RULES:
@@ -194,7 +196,6 @@ class InterventionConfig(_Frozen):
     @field_validator("families")
     @classmethod
     def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from .rules import RULES
 
         for f in v:
             if f not in RULES:
@@ -234,7 +235,6 @@ class RunConfig(_Frozen):
     @field_validator("dose")
     @classmethod
     def _dose(cls, v: str) -> str:
-        from .grid import parse_dose
 
         parse_dose(v)
         return v

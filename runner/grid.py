@@ -24,52 +24,29 @@ Everything is validated on construction, before any job starts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from .config import RunConfig, TrainConfig, field_error, load_toml_model
-from .registry import Registry
-
-class Intervention(Protocol):
-    """What the runner needs of an intervention; implementations live in the ``interventions``
-    layer and register in :data:`DOSES` by name (``kill``, ``rescue``, ...)."""
-
-    def check_level(self, level: float) -> None:
-        """Raise ValueError for a level this intervention cannot take."""
-
-    def build(self, cfg: RunConfig, level: float, base_corpus: Path) -> Path:
-        """Build (or reuse) the intervened stream of ``cfg`` beside ``base_corpus``; its folder."""
-
-
-# Interventions (a later layer) register here by name; "none" is the identity.
-DOSES: Registry[Intervention | None] = Registry("intervention")
-DOSES.register("none", None)
+from runner.config import (
+    InterventionConfig,
+    RunConfig,
+    TrainConfig,
+    field_error,
+    load_toml_model,
+)
+from runner.doses import parse_dose
 
 
 class GridError(ValueError):
     """A grid spec is invalid; the message names the field."""
-
-
-def parse_dose(dose: str) -> tuple[str, float | None]:
-    if dose == "none":
-        return "none", None
-    name, sep, level = dose.partition(":")
-    if not sep:
-        raise ValueError(f"dose {dose!r}: write '<intervention>:<level>' (e.g. kill:0.437) or 'none'")
-    if name not in DOSES:
-        raise ValueError(f"dose {dose!r}: unknown intervention {name!r}; registered: {DOSES.names()}")
-    try:
-        value = float(level)
-    except ValueError:
-        raise ValueError(f"dose {dose!r}: level {level!r} is not a number") from None
-    iv = DOSES.get(name)
-    if iv is not None:
-        try:
-            iv.check_level(value)
-        except ValueError as e:
-            raise ValueError(f"dose {dose!r}: {e}") from None
-    return name, value
 
 
 class Axes(BaseModel):
@@ -216,7 +193,6 @@ def load_grid(path: str | Path) -> GridSpec:
 
 
 def _allowed(loc) -> str:
-    from .config import InterventionConfig
 
     model = {"axes": Axes, "resources": Resources,
              "intervention": InterventionConfig}.get(str(loc[0]) if len(loc) > 1 else "", GridSpec)

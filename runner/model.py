@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelConfig
+from runner.config import ModelConfig, RunConfig
 
 
 def build_model(cfg: ModelConfig, d_vocab: int, seed: int):
@@ -51,7 +51,6 @@ def load_model(run_dir: str | Path, step: int | None = None):
 
     from safetensors.torch import load_file
 
-    from .config import RunConfig
 
     run_dir = Path(run_dir)
     cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())

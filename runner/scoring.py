@@ -14,13 +14,18 @@ Margins (per family, heldout split):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .batteries import ProbeItem
+from runner.world.batteries import ProbeItem, read_battery
+from runner.world.rules import RULES
+
+if TYPE_CHECKING:
+    from runner.config import RunConfig
 
 
 @dataclass
@@ -108,3 +113,15 @@ def aggregate(items: list[ProbeItem], lp_correct: np.ndarray, lp_distractor: np.
         if m.any():
             out[f"{f}/pm"] = float(diff[m].mean())
     return out
+
+
+def battery_for(cfg: RunConfig) -> list[ProbeItem]:
+    if cfg.probes.battery:
+        items = [it for it in read_battery(cfg.probes.battery) if it.family in cfg.probes.families]
+        if not items:
+            raise ValueError(f"probes.battery {cfg.probes.battery!r} holds no items for families {cfg.probes.families}")
+        return items
+    items: list[ProbeItem] = []
+    for fam in cfg.probes.families:
+        items += RULES.get(fam).battery(cfg.probes.n_per_cell, cfg.probes.n_neutral)
+    return items

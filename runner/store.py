@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from .batteries import ProbeItem
+from runner.world.batteries import ProbeItem
 
 
 def _utcnow() -> str:

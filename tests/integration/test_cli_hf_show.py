@@ -5,10 +5,10 @@ import json
 import pytest
 
 from cluster.cli import main as cli_main
-from runner import vocab as V
 from runner.config import CorpusConfig
-from runner.corpora import load_corpus, synthetic_rows
+from runner.data.corpora import load_corpus, synthetic_rows
 from runner.train import train_run
+from runner.world import vocab as V
 from tests.conftest import tiny_run_config
 
 pytestmark = pytest.mark.slow
@@ -48,7 +48,7 @@ def test_hf_corpus_build_support_and_train(tmp_path, hf_dataset, capsys):
 def test_hf_corpus_wrong_column_is_a_clear_error(tmp_path, hf_dataset, capsys):
     out = tmp_path / "corpora"
     with pytest.raises(Exception, match="text_column 'text' not in columns"):
-        from runner.corpora import build_corpus
+        from runner.data.corpora import build_corpus
 
         build_corpus(CorpusConfig(name=f"hf:{hf_dataset}"), out)
     assert not [p for p in out.iterdir()] if out.exists() else True

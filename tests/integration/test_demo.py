@@ -9,9 +9,10 @@ import pytest
 
 from cluster.cli import main as cli_main
 from cluster.demo import TOUR_GRID, TOUR_PREREG, run_demo
+from runner.analysis.prereg import PreregError, load_locked, lock
 from runner.grid import load_grid
-from runner.prereg import PreregError, load_locked, lock
 from tests.conftest import tiny_grid_spec
+
 
 def _tiny(tmp_path: Path) -> tuple[Path, Path]:
     grid = tiny_grid_spec(tmp_path / "tinytour.toml", name="tinytour", seeds=(3,),

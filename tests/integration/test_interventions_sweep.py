@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from cluster.sweep import StreamError, Sweep, run_sweep
-from runner.prereg import Prereg, unregistered
-from runner.verdicts import verdict
+from runner.analysis.prereg import Prereg, unregistered
+from runner.analysis.verdicts import verdict
 from tests.conftest import tiny_grid_spec
 
 pytestmark = pytest.mark.slow

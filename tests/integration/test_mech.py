@@ -11,7 +11,13 @@ import torch
 import xarray as xr
 import zarr
 
-from mech.capture import _staging_dir, capture_location, capture_run, hook_count, open_capture
+from mech.capture import (
+    _staging_dir,
+    capture_location,
+    capture_run,
+    hook_count,
+    open_capture,
+)
 from mech.localize import localize_run
 from mech.names import hook_name
 from mech.probes import encode_probes, run_context

@@ -2,9 +2,9 @@
 
 import pytest
 
-from runner import vocab as V
-from runner.monitor import Monitor, TrendConfig, frozen_probe_set, hf_callback
-from runner.rules import RULES
+from runner.train.monitor import Monitor, TrendConfig, frozen_probe_set, hf_callback
+from runner.world import vocab as V
+from runner.world.rules import RULES
 
 pytestmark = pytest.mark.slow
 
@@ -12,10 +12,15 @@ pytestmark = pytest.mark.slow
 def test_hf_trainer_callback_observes_every_n_steps(tmp_path):
     import torch
     from datasets import Dataset
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, Trainer, TrainingArguments
+    from transformers import (
+        GPTNeoXConfig,
+        GPTNeoXForCausalLM,
+        Trainer,
+        TrainingArguments,
+    )
 
     from runner.config import CorpusConfig
-    from runner.corpora import synthetic_rows, world_tokenizer
+    from runner.data.corpora import synthetic_rows, world_tokenizer
     from runner.scoring import aggregate, continuation_logprobs, encode_battery
 
     torch.manual_seed(0)

@@ -78,9 +78,9 @@ def test_local_mirror_three_models_five_revisions_on_ray(suite, tmp_path, offlin
 
     from cluster.public import run_public
     from cluster.sweep import init_ray
-    from runner.html_report import write_report
-    from runner.prereg import Prereg, unregistered
-    from runner.verdicts import verdict
+    from runner.analysis.prereg import Prereg, unregistered
+    from runner.analysis.verdicts import verdict
+    from runner.report.html import write_report
 
     battery, mirror, _ = suite
     init_ray(num_cpus=2)

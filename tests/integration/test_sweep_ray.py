@@ -17,8 +17,8 @@ from cluster.cli import main as cli_main
 from cluster.sweep import Sweep, run_sweep
 from runner.grid import GridError
 from runner.store import RunStore
-from tests.conftest import tiny_grid_spec
 from runner.train import train_run
+from tests.conftest import tiny_grid_spec
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]

@@ -15,9 +15,9 @@ import xarray as xr
 
 from cluster.cli import main as cli_main
 from runner.model import load_model, weights_path
-from runner.scoring import continuation_logprobs, encode_battery
+from runner.scoring import battery_for, continuation_logprobs, encode_battery
 from runner.store import RunStore
-from runner.train import battery_for, train_run
+from runner.train import train_run
 from tests.conftest import tiny_run_config
 
 pytestmark = pytest.mark.slow
@@ -42,7 +42,7 @@ def test_train_writes_store_weights_and_summary(tmp_path):
     # stored log-probs equal a fresh forward pass of the saved weights
     model = load_model(run, 120)
     items = battery_for(cfg)
-    from runner.corpora import load_corpus
+    from runner.data.corpora import load_corpus
 
     c = load_corpus(tmp_path / "corpora" / cfg.corpus.dirname)
     tok = c.tokenizer

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from cluster.cli import main as cli_main
-from runner.prereg import load_locked, lock
+from runner.analysis.prereg import load_locked, lock
+from runner.analysis.verdicts import verdict
 from runner.train import train_run
-from runner.verdicts import verdict
 from tests.conftest import tiny_run_config
 
 pytestmark = pytest.mark.slow

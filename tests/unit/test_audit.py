@@ -5,8 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from runner.audit import (AuditError, audit_corpus, bootstrap_ratio, doc_counts, fit_critical_ratio, read_documents,
-                          risk)
+from runner.analysis.audit import (
+    AuditError,
+    audit_corpus,
+    bootstrap_ratio,
+    doc_counts,
+    fit_critical_ratio,
+    read_documents,
+    risk,
+)
 
 DOCS = ["Sue cried because she was sad. Tom cried because she was sad.",  # Sue: rule; Tom: prior (she)
         "He waited. Mary smiled because She was glad.",  # Mary: rule ("She" case-folded)
@@ -26,7 +33,7 @@ def test_plain_text_counts_per_document(tmp_path):
 
 
 def test_windows_do_not_cross_documents():
-    from runner.audit import audit_tokenizer
+    from runner.analysis.audit import audit_tokenizer
 
     tok = audit_tokenizer()
     docs = [np.array(tok.encode("Sue waited").ids), np.array(tok.encode("he was sad").ids)]
@@ -43,7 +50,7 @@ def test_hf_dataset_and_token_stream_readers(tmp_path):
     assert a.families["pronoun_gender"]["windowed"]["rule"] == 2
     with pytest.raises(AuditError, match="text column 'text' not in"):
         audit_corpus(tmp_path / "ds", ["pronoun_gender"])
-    from runner.audit import audit_tokenizer
+    from runner.analysis.audit import audit_tokenizer
 
     tok = audit_tokenizer()
     tok.save(str(tmp_path / "tok.json"))
@@ -60,8 +67,8 @@ def test_hf_dataset_and_token_stream_readers(tmp_path):
 
 def test_built_corpus_contested_counts_equal_the_support_counter(tmp_path):
     from runner.config import CorpusConfig
-    from runner.corpora import build_corpus, load_corpus
-    from runner.support import count_support, pooled
+    from runner.data.corpora import build_corpus, load_corpus
+    from runner.data.support import count_support, pooled
 
     path = build_corpus(CorpusConfig(name="web", n_stories=600, seed=2), tmp_path)
     c = load_corpus(path)

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from runner import vocab as V
-from runner.batteries import BatteryError, read_battery, select, write_battery
-from runner.corpora import world_tokenizer
-from runner.rules import RULES
+from runner.data.corpora import world_tokenizer
 from runner.scoring import aggregate, continuation_logprobs, encode_battery
+from runner.world import vocab as V
+from runner.world.batteries import BatteryError, read_battery, select, write_battery
+from runner.world.rules import RULES
 
 
 @pytest.mark.parametrize("family", ["pronoun_gender", "number_agreement"])
@@ -88,7 +88,7 @@ def test_scoring_matches_hand_computed_logprob():
 
 
 def test_multi_token_continuation_sums_tokens():
-    from runner.batteries import ProbeItem
+    from runner.world.batteries import ProbeItem
 
     tok = world_tokenizer()
     table = torch.randn(tok.get_vocab_size(), tok.get_vocab_size(), generator=torch.Generator().manual_seed(1))

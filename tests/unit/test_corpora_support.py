@@ -1,11 +1,19 @@
 import numpy as np
 import pytest
 
-from runner import vocab as V
 from runner.config import CorpusConfig
-from runner.corpora import PRESETS, synthetic_rows, stream_sha256, world_tokenizer
-from runner.rules import RULES
-from runner.support import ClassIds, Counts, bigram_counts, contested_counts, count_support, windowed_counts
+from runner.data.corpora import stream_sha256, synthetic_rows, world_tokenizer
+from runner.data.support import (
+    ClassIds,
+    Counts,
+    bigram_counts,
+    contested_counts,
+    count_support,
+    windowed_counts,
+)
+from runner.world import vocab as V
+from runner.world.presets import PRESETS
+from runner.world.rules import RULES
 
 
 def _ids(words):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from runner.data import BudgetError, DataPlan
+from runner.data.streams import BudgetError, DataPlan
 
 
 def _rows(n, tokens=10, width=16):

@@ -4,9 +4,9 @@ dose predictions' PASS / FAIL / VOID."""
 import pytest
 
 import interventions  # noqa: F401  (registers kill and rescue)
-from runner.dose_response import dose_response
-from runner.prereg import DosePrediction
-from runner.verdicts import score_dose_prediction
+from runner.analysis.dose_response import dose_response
+from runner.analysis.prereg import DosePrediction
+from runner.analysis.verdicts import score_dose_prediction
 
 
 def _run(corpus, dose, seed, final, cm, label):
@@ -53,9 +53,9 @@ def test_dose_predictions_pass_fail_void():
 def test_a_windowed_dose_is_its_own_treatment():
     """rescue:1 from step 0 and rescue:1 only after step 4000 are different treatments: separate
     groups, and a selector without a window never picks the windowed run."""
-    from runner.dose_response import treatment
-    from runner.prereg import Prediction
-    from runner.verdicts import score_prediction
+    from runner.analysis.dose_response import treatment
+    from runner.analysis.prereg import Prediction
+    from runner.analysis.verdicts import score_prediction
 
     late = {**_run("web", "rescue:1", 1, 0.55, -0.2, "displaced"), "run": "late", "window": "4000-end"}
     runs = RUNS + [late]

@@ -8,13 +8,13 @@ import pytest
 import interventions  # noqa: F401  (registers kill and rescue)
 from interventions import GateError, check_disjoint
 from interventions.induction import flip_induction, inject_induction
-from runner import vocab as V
 from runner.config import InterventionConfig, RunConfig
-from runner.corpora import world_tokenizer
-from runner.data import DataPlan, Streams
-from runner.grid import parse_dose
-from runner.rules import RULES
-from runner.support import contested_counts, count_support
+from runner.data.corpora import world_tokenizer
+from runner.data.streams import DataPlan, Streams
+from runner.data.support import contested_counts, count_support
+from runner.doses import parse_dose
+from runner.world import vocab as V
+from runner.world.rules import RULES
 
 PG, NA = RULES.get("pronoun_gender"), RULES.get("number_agreement")
 
@@ -55,7 +55,7 @@ def test_flip_counts_on_a_hand_made_stream_are_exact():
 def test_kill_preserves_token_count_and_positions():
     tok = world_tokenizer()
     from runner.config import CorpusConfig
-    from runner.corpora import synthetic_rows
+    from runner.data.corpora import synthetic_rows
 
     rows = synthetic_rows(CorpusConfig(name="stories", n_stories=400, seed=3))
     res = flip_induction(rows, PG, tok, 0.645, seed=1)
@@ -75,7 +75,7 @@ def test_kill_preserves_token_count_and_positions():
 def test_flip_is_deterministic_in_its_seed():
     tok = world_tokenizer()
     from runner.config import CorpusConfig
-    from runner.corpora import synthetic_rows
+    from runner.data.corpora import synthetic_rows
 
     rows = synthetic_rows(CorpusConfig(name="stories", n_stories=200, seed=4))
     a, b = flip_induction(rows, PG, tok, 0.5, 9), flip_induction(rows, PG, tok, 0.5, 9)

@@ -6,9 +6,9 @@ import pytest
 
 from mech import names as N
 from mech.probes import encode_probes, locate_words, matched_pairs, switch_evidence
-from runner.corpora import world_tokenizer
-from runner.rules import RULES
-from runner import vocab as V
+from runner.data.corpora import world_tokenizer
+from runner.world import vocab as V
+from runner.world.rules import RULES
 
 
 def test_hook_name_layers_and_stacked_paths():

@@ -6,17 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from mech.attribution import (ablation_hooks, attention_to_cue_and_evidence, direct_logit_attribution,
-                              patch_evidence)
+from mech.attribution import (
+    ablation_hooks,
+    attention_to_cue_and_evidence,
+    direct_logit_attribution,
+    patch_evidence,
+)
 from mech.capture import capture_probes, hook_count, scoped_hooks
 from mech.localize import choose_split, rank_components
 from mech.names import hook_name
 from mech.probes import encode_probes, matched_pairs
-from runner import vocab as V
 from runner.config import ModelConfig
-from runner.corpora import world_tokenizer
+from runner.data.corpora import world_tokenizer
 from runner.model import build_model
-from runner.rules import RULES
+from runner.world import vocab as V
+from runner.world.rules import RULES
 
 
 def test_split_and_ranking_find_the_component_that_grows():

@@ -3,8 +3,14 @@
 import numpy as np
 import torch
 
-from runner.monitor import Monitor, TrendConfig, frozen_probe_set, replay, trend_warning
-from runner.rules import RULES
+from runner.train.monitor import (
+    Monitor,
+    TrendConfig,
+    frozen_probe_set,
+    replay,
+    trend_warning,
+)
+from runner.world.rules import RULES
 
 K = TrendConfig(every=50, window=8, horizon=1000, confidence=0.9, min_step=100)
 
@@ -64,8 +70,8 @@ class _Store:
 
 
 def test_monitor_logs_stores_and_calls_the_hook():
-    from runner.corpora import world_tokenizer
-    from runner import vocab as V
+    from runner.data.corpora import world_tokenizer
+    from runner.world import vocab as V
 
     tok = world_tokenizer()
     fam = RULES.get("pronoun_gender")

@@ -4,7 +4,16 @@ from pathlib import Path
 
 import pytest
 
-from runner.prereg import PreregError, amend, load_locked, lock, lock_path, log_unseal, parse, verify
+from runner.analysis.prereg import (
+    PreregError,
+    amend,
+    load_locked,
+    lock,
+    lock_path,
+    log_unseal,
+    parse,
+    verify,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "prereg.toml"
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from runner.summary import Classifier, family_figures, smooth
+from runner.trajectory import Classifier, family_figures, smooth
 
 
 def test_smooth_trailing_mean():

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from runner.prereg import Prediction
-from runner.summary import Classifier, family_figures
-from runner.verdicts import bootstrap_ci, score_prediction
+from runner.analysis.prereg import Prediction
+from runner.analysis.verdicts import bootstrap_ci, score_prediction
+from runner.trajectory import Classifier, family_figures
 
 STEPS = np.arange(0, 4001, 50)
 

@@ -17,11 +17,10 @@ RECOVERED to RECOVERED (>= ``recovered``: it rescues), and from which dose.
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 
-from .grid import parse_dose
+from runner.doses import parse_dose
 
 
 def _spearman(x, y) -> float | None:
@@ -102,35 +101,6 @@ def dose_response(runs: list[dict], support_of, displaced: float = 0.6, recovere
                 "rho_cm_final": g["rho_cm_final"],
             })
     return {"groups": groups, "asymmetry": asym}
-
-
-def plot_dose_response(dr: dict, path: Path) -> Path | None:
-    """One panel per (intervention, family): CM_final per seed (dots) and seed mean (line) vs dose."""
-    if not dr["groups"]:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    gs = dr["groups"]
-    fig, axes = plt.subplots(1, len(gs), figsize=(4.2 * len(gs), 3.4), squeeze=False)
-    for ax, g in zip(axes[0], gs):
-        xs = [lv["dose"] for lv in g["levels"]]
-        for lv in g["levels"]:
-            ax.scatter([lv["dose"]] * len(lv["cm_finals"]), lv["cm_finals"], color="tab:gray", s=14, zorder=3)
-        ax.plot(xs, [lv["mean_cm_final"] for lv in g["levels"]], color="black", marker="o", label="seed mean")
-        ax.axhline(0, color="tab:red", lw=0.7, ls=":")
-        ax.set_xscale("symlog", linthresh=min([x for x in xs if x > 0] or [0.01]))
-        ax.set_xlabel(f"{treatment(g)} dose (0 = baseline)")
-        ax.set_ylabel("CM final (nats)")
-        rho = g["rho_cm_final"]
-        ax.set_title(f"{g['family']} on {g['corpus']}/{g['budget']}\nrho(dose, CM final) = "
-                     f"{rho:+.2f}" if rho is not None else f"{g['family']} on {g['corpus']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def cross_model(runs: list[dict]) -> dict:

@@ -25,11 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import RunConfig
-from .dose_response import cross_model, dose_response
-from .prereg import OPS, Locked, Prediction, log_unseal
-from .store import is_run_dir, open_run_store
-from .summary import Classifier, _final, family_figures, smooth
+from runner.analysis.dose_response import cross_model, dose_response
+from runner.analysis.prereg import OPS, Locked, Prediction, log_unseal
+from runner.config import RunConfig
+from runner.data.support import corpus_support, pooled
+from runner.store import is_run_dir, open_run_store
+from runner.trajectory import Classifier, _final, family_figures, smooth
 
 N_BOOT = 2000
 
@@ -115,7 +116,6 @@ def run_verdict(run_dir: Path, locked: Locked, unseal: bool = False) -> dict:
 def support_ratio(run_dir: Path, family: str) -> dict | None:
     """Pooled support ratios (over cue classes) of the stream a run trained on: the intervened
     stream for a dosed run, else its corpus (counted once per corpus and cached)."""
-    from .support import corpus_support, pooled
 
     meta = json.loads((run_dir / "run.json").read_text())
     cdir = meta.get("intervened_corpus_path") or meta.get("corpus_path")

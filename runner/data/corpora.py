@@ -23,29 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import vocab as V
-from .config import CorpusConfig
-from .registry import Registry
-from .rules import RULES, InductionRule, filler_sentence
-
-
-@dataclass(frozen=True)
-class SyntheticSpec:
-    """How a synthetic story is drawn: sentence-type mix and per-family support."""
-
-    support: float
-    p_family: tuple[tuple[str, float], ...] = (("pronoun_gender", 0.7), ("number_agreement", 0.2))
-    p_reuse: float = 0.4  # P(a family sentence reuses a key already used in the story)
-
-    def __post_init__(self) -> None:
-        if sum(p for _, p in self.p_family) > 1:
-            raise ValueError("family probabilities sum past 1")
-
-
-PRESETS: Registry[SyntheticSpec] = Registry("corpus preset")
-PRESETS.register("stories", SyntheticSpec(support=0.8))
-PRESETS.register("web", SyntheticSpec(support=0.1))
-PRESETS.register("synthetic", SyntheticSpec(support=0.5))  # support must be given explicitly
+from runner.config import CorpusConfig
+from runner.world import vocab as V
+from runner.world.presets import PRESETS, SyntheticSpec
+from runner.world.rules import RULES, InductionRule, filler_sentence
 
 CHUNK = 10_000  # stories per independently seeded chunk
 

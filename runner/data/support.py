@@ -23,7 +23,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .rules import RULES, InductionRule, RuleFamily
+from runner._io import write_json_atomic
+from runner.data.corpora import load_corpus
+from runner.world.rules import RULES, InductionRule, RuleFamily
 
 
 @dataclass
@@ -231,8 +233,6 @@ def corpus_support(corpus_dir, families: Iterable[str]) -> dict:
     import json
     from pathlib import Path
 
-    from .corpora import load_corpus
-    from .train import write_json_atomic
 
     cdir = Path(corpus_dir)
     families = list(families)

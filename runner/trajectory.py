@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import RunStore, open_run_store
+from runner._io import write_json_atomic
+from runner.store import RunStore, open_run_store
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,6 @@ def write_summary(run_dir: str | Path, k: Classifier = Classifier()) -> dict:
         "classifier": asdict(k),
         "families": run_figures(store, k),
     }
-    from .train import write_json_atomic
 
     write_json_atomic(run_dir / "summary.json", summary)
     return summary

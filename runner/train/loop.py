@@ -18,7 +18,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,50 +25,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import vocab as V
-from .batteries import ProbeItem, read_battery
-from .config import RunConfig
-from .corpora import build_corpus, load_corpus
-from .data import DataPlan, Streams
-from .dist import device, ensure_process_group
-from .model import build_model, n_params, save_weights, weights_path
-from .rules import RULES
-from .scoring import aggregate, continuation_logprobs, encode_battery
-from .store import RunStore, group_complete
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
-def battery_for(cfg: RunConfig) -> list[ProbeItem]:
-    if cfg.probes.battery:
-        items = [it for it in read_battery(cfg.probes.battery) if it.family in cfg.probes.families]
-        if not items:
-            raise ValueError(f"probes.battery {cfg.probes.battery!r} holds no items for families {cfg.probes.families}")
-        return items
-    items: list[ProbeItem] = []
-    for fam in cfg.probes.families:
-        items += RULES.get(fam).battery(cfg.probes.n_per_cell, cfg.probes.n_neutral)
-    return items
-
-
-def build_streams(cfg: RunConfig, corpora_dir: str | Path) -> tuple[Path, Path | None]:
-    """Build (or reuse) the run's corpus and, for a dosed run, its intervened stream beside it.
-
-    The intervened stream depends on (corpus, dose, intervention families and seed) only, so
-    every training seed of a cell shares it."""
-    from .grid import DOSES, parse_dose
-
-    base = build_corpus(cfg.corpus, corpora_dir)
-    if cfg.dose == "none":
-        return base, None
-    name, level = parse_dose(cfg.dose)
-    return base, DOSES.get(name).build(cfg, level, base)
+from runner._io import write_json_atomic
+from runner.config import RunConfig
+from runner.data.corpora import load_corpus
+from runner.data.streams import DataPlan, Streams, build_streams
+from runner.model import build_model, n_params, save_weights, weights_path
+from runner.scoring import aggregate, battery_for, continuation_logprobs, encode_battery
+from runner.store import RunStore, group_complete
+from runner.train.dist import device, ensure_process_group
+from runner.train.monitor import Monitor, TrendConfig, frozen_probe_set
+from runner.trajectory import write_summary
+from runner.world import vocab as V
 
 
 def prepare_run(cfg: RunConfig, out: str | Path) -> Path:
@@ -186,7 +152,6 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at
         store.init_layout(items, metric_names, {"run_id": cfg.run_id, "config": cfg.model_dump(mode="json")})
     monitor = None
     if watch and store is not None:
-        from .monitor import Monitor, TrendConfig, frozen_probe_set
 
         monitor = Monitor(frozen_probe_set(items, watch), tok, tok.token_to_id(V.BOS), cfg.model.n_ctx,
                           pad_id=corpus.pad_id, trend=trend or TrendConfig(), on_warning=on_warning, store=store, log=log)
@@ -240,7 +205,6 @@ def train_run(cfg: RunConfig, out: str | Path, *, progress: bool = True, stop_at
         step_s = total - phase["score_seconds"] - phase["checkpoint_seconds"]
         store.mark_complete(train_seconds=round(total, 2), step_seconds=round(step_s, 2),
                             **{k: round(v, 2) for k, v in phase.items()})
-        from .summary import write_summary
 
         write_summary(run_dir)
     return run_dir
@@ -259,7 +223,13 @@ class _Bar:
     """A rich progress bar with the watched family's conflict accuracy and margin."""
 
     def __init__(self, cfg: RunConfig, start: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self.fam = cfg.probes.families[0]
         self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

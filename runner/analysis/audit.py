@@ -33,10 +33,19 @@ from typing import Iterator
 
 import numpy as np
 
-from . import vocab as V
-from .rules import RULES, InductionRule
-from .summary import Classifier
-from .support import class_ids, cue_positions_by_row, scan_contested, template_ids
+from runner._io import write_json_atomic
+from runner.analysis.prereg import unregistered
+from runner.analysis.verdicts import find_runs, run_verdict, support_ratio
+from runner.data.corpora import load_corpus, world_tokenizer
+from runner.data.support import (
+    class_ids,
+    cue_positions_by_row,
+    scan_contested,
+    template_ids,
+)
+from runner.trajectory import Classifier
+from runner.world import vocab as V
+from runner.world.rules import RULES, InductionRule
 
 
 class AuditError(ValueError):
@@ -49,7 +58,6 @@ def audit_tokenizer():
     answer words case-folded ("She" counts as "she"); every other word is <unk>."""
     from tokenizers import Regex, normalizers, pre_tokenizers
 
-    from .corpora import world_tokenizer
 
     tok = world_tokenizer()
     answers = sorted({a for name in RULES for a in RULES.get(name).answers})
@@ -79,7 +87,6 @@ def read_documents(path: str | Path, *, text_column: str = "text", tokenizer_pat
     if not path.exists():
         raise AuditError(f"corpus {str(path)!r} does not exist")
     if (path / "manifest.json").exists():  # a built ungrok corpus
-        from .corpora import load_corpus
 
         c = load_corpus(path)
         pad = c.pad_id
@@ -261,8 +268,6 @@ def audit_corpus(path: str | Path, families: list[str], *, text_column: str = "t
 # ---- calibration -----------------------------------------------------------------------------------
 def calibration_points(sweeps: list[str | Path], family: str, mode: str) -> list[dict]:
     """(run, support ratio the run saw, label, final) for every complete run in the sweeps."""
-    from .prereg import unregistered
-    from .verdicts import find_runs, run_verdict, support_ratio
 
     pts = []
     for sw in sweeps:
@@ -336,43 +341,7 @@ def default_mode(family: str) -> str:
     return "contested" if "contested" in fam.support_modes else fam.support_modes[0]
 
 
-def plot_calibration(points: list[dict], fit: dict, family: str, mode: str, path: Path,
-                     audited: dict | None = None) -> Path:
-    """Final conflict accuracy against the support ratio of each calibration run, f* and its
-    interval, and the audited corpus's ratio with its CI."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colors = {"recovered": "tab:green", "displaced": "tab:red"}
-    fig, ax = plt.subplots(figsize=(5.6, 3.6))
-    for p in points:
-        ax.scatter(p["ratio"], p["final"], color=colors.get(p["label"], "tab:orange"), s=28, zorder=3)
-    if fit.get("f_star"):
-        ax.axvline(fit["f_star"], color="black", lw=1, label=f"f* = {fit['f_star']:.3g} ({fit['method']})")
-        if fit.get("ci"):
-            ax.axvspan(*fit["ci"], color="grey", alpha=0.2, label="f* interval")
-    if audited:
-        ax.errorbar([audited["ratio"]], [0.5], xerr=[[audited["ratio"] - audited["ci"][0]],
-                                                      [audited["ci"][1] - audited["ratio"]]],
-                    fmt="D", color="tab:blue", label=f"audited: {audited['ratio']:.3g} ({audited.get('call', '')})")
-    ax.set_xscale("log")
-    ax.set_xlabel(f"support ratio ({mode}, pooled over cue classes)")
-    ax.set_ylabel("conflict final (heldout)")
-    line = (Classifier.displaced + Classifier.recovered) / 2  # where survived() splits unstable / intermediate
-    ax.axhline(line, color="tab:orange", lw=0.6, ls=":")
-    ax.set_title(f"{family}: calibration (green recovered, red displaced, orange unstable or intermediate:\n"
-                 f"survived iff final >= {line:.2g}, dotted line; the audited corpus drawn at y = 0.5)", fontsize=7)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 def write_json(path: Path, obj) -> Path:
-    from .train import write_json_atomic
 
     write_json_atomic(path, json.loads(json.dumps(obj, default=float)))
     return path

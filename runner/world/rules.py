@@ -18,9 +18,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from . import vocab as V
-from .batteries import ProbeItem
-from .registry import Registry
+from runner.registry import Registry
+from runner.world import vocab as V
+from runner.world.batteries import ProbeItem
 
 RULES: Registry["RuleFamily"] = Registry("rule family")
 

@@ -12,8 +12,13 @@ uninterrupted one would.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from runner.config import RunConfig
+from runner.data.corpora import build_corpus
+from runner.doses import DOSES, parse_dose
 
 
 class BudgetError(ValueError):
@@ -91,3 +96,15 @@ class Streams:
         """Rows ``lo:hi`` of the step's batch (a rank's slice under data parallelism)."""
         rows, plan = self.source(step)
         return rows[plan.indices(step)[lo:hi]]
+
+
+def build_streams(cfg: RunConfig, corpora_dir: str | Path) -> tuple[Path, Path | None]:
+    """Build (or reuse) the run's corpus and, for a dosed run, its intervened stream beside it.
+
+    The intervened stream depends on (corpus, dose, intervention families and seed) only, so
+    every training seed of a cell shares it."""
+    base = build_corpus(cfg.corpus, corpora_dir)
+    if cfg.dose == "none":
+        return base, None
+    name, level = parse_dose(cfg.dose)
+    return base, DOSES.get(name).build(cfg, level, base)

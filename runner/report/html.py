@@ -13,10 +13,16 @@ import html
 import os
 from pathlib import Path
 
-from .prereg import Locked, unregistered
-from .dose_response import plot_dose_response, treatment
-from .report import plot_run
-from .verdicts import find_runs, verdict
+from runner._io import write_json_atomic
+from runner.analysis.dose_response import treatment
+from runner.analysis.prereg import Locked, unregistered
+from runner.analysis.verdicts import find_runs, verdict
+from runner.report.plots import (
+    plot_cross_model,
+    plot_dose_response,
+    plot_run,
+    plot_support,
+)
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}
@@ -43,36 +49,6 @@ def _fmt(v) -> str:
     if isinstance(v, list) and len(v) == 2 and all(isinstance(x, float) for x in v):
         return f"[{v[0]:.2f}, {v[1]:.2f}]"
     return html.escape(str(v))
-
-
-def plot_support(v: dict, path: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fams = [f for f, a in v["across"].items() if any(r["support_ratio"] for r in a["runs"])]
-    if not fams:
-        return None
-    colors = {"recovered": "tab:green", "displaced": "tab:red", "never": "tab:gray"}
-    fig, axes = plt.subplots(1, len(fams), figsize=(5.5 * len(fams), 4), squeeze=False)
-    for ax, fam in zip(axes[0], fams):
-        a = v["across"][fam]
-        for r in a["runs"]:
-            if r["support_ratio"]:
-                ax.scatter(r["support_ratio"], r["final"], color=colors.get(r["label"], "tab:orange"), s=30)
-        law = a["support_law"].get("support_ratio", {})
-        ax.set_xscale("log")
-        ax.axhline(0.6, color="tab:red", ls=":", lw=0.8)
-        ax.axhline(0.8, color="tab:green", ls=":", lw=0.8)
-        ax.set_xlabel("support ratio (windowed, pooled over cue classes)")
-        ax.set_ylabel("conflict final (heldout)")
-        rho = law.get("spearman_rho")
-        ax.set_title(f"{fam}: Spearman rho = {rho:.2f}" if rho is not None else fam, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def _dose_sections(dr: dict, out: Path) -> list[str]:
@@ -187,39 +163,6 @@ def _calibration_sections(path: Path, out: Path) -> list[str]:
     return parts
 
 
-def plot_cross_model(xm: dict, dirs: dict, path: Path) -> Path:
-    """One panel per family: heldout conflict accuracy against step (symlog), a line per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .store import open_run_store
-
-    fams = list(xm)
-    cols = min(3, len(fams))
-    rows = (len(fams) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.2 * rows), squeeze=False)
-    for ax, fam in zip(axes.flat, fams):
-        for r in xm[fam]["models"]:
-            st = open_run_store(dirs[r["model"]])
-            ax.plot(st.series(f"{fam}/step"), st.series(f"{fam}/acc_conflict_heldout"), marker=".",
-                    label=f"{r['model']} ({r['n_params'] / 1e6:.3g}M)")
-        ax.set_xscale("symlog", linthresh=1)
-        ax.set_ylim(-0.02, 1.02)
-        ax.axhline(0.5, color="grey", lw=0.5)
-        ax.set_title(fam, fontsize=9)
-        ax.set_xlabel("step")
-        ax.set_ylabel("conflict accuracy (heldout)")
-        ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(fams):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
 def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = False,
                  out_dir: str | Path | None = None) -> Path:
     """Compute the verdict and write ``<out_dir>/index.html`` (default ``<path>/report``)."""
@@ -312,7 +255,6 @@ def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = 
     os.replace(tmp, dest)
     import json
 
-    from .train import write_json_atomic
 
     write_json_atomic(out / "verdict.json", json.loads(json.dumps(v, default=str)))
     return dest

@@ -1,0 +1,1 @@
+"""What a person looks at: terminal tables, PNG plots and the self-contained HTML report."""

@@ -1,0 +1,189 @@
+"""Every PNG the library draws: run trajectories, support, dose-response, cross-model, calibration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runner.analysis.dose_response import treatment
+from runner.store import open_run_store
+from runner.trajectory import Classifier, write_summary
+
+
+def plot_run(run_dir: str | Path, path: str | Path | None = None, figures: dict | None = None) -> Path:
+    """Two rows per family. Top: conflict and agree accuracy, train (thin) and heldout (thick),
+    with the EMERGED (>= 0.8) and DISPLACED (<= 0.6) bands. Bottom: the contrast margin CM and
+    the prior pull PM with the collapse onset and the CM zero-crossing marked.
+
+    ``figures``: ``{family: figures}`` to annotate with (default: the run's summary)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    store = open_run_store(run_dir)
+    figures = figures if figures is not None else write_summary(run_dir)["families"]
+    fams = store.families()
+    fig, axes = plt.subplots(2, len(fams), figsize=(6.2 * len(fams), 6.4), squeeze=False, sharex="col",
+                             gridspec_kw={"height_ratios": [3, 2]})
+    for j, fam in enumerate(fams):
+        ax, axm = axes[0, j], axes[1, j]
+        s = store.series(f"{fam}/step")
+        ax.axhspan(0.8, 1.02, color="tab:green", alpha=0.08, label="EMERGED / RECOVERED >= 0.8")
+        ax.axhspan(-0.02, 0.6, color="tab:red", alpha=0.06, label="DISPLACED <= 0.6")
+        for cond, color in (("conflict", "tab:red"), ("agree", "tab:blue")):
+            for split, lw in (("train", 0.8), ("heldout", 2.0)):
+                key = f"{fam}/acc_{cond}_{split}"
+                if f"acc_{cond}_{split}" in store.metrics(fam):
+                    ax.plot(s, store.series(key), color=color, lw=lw, alpha=1.0 if lw > 1 else 0.5,
+                            label=f"{cond} ({split})")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("forced-choice accuracy")
+        f = figures.get(fam, {})
+        ax.set_title(f"{fam}: {str(f.get('label', '?')).upper()}", fontsize=10)
+        axm.plot(s, store.series(f"{fam}/cm"), color="black", label="CM = log p(rule) - log p(competitor)")
+        if "pm" in store.metrics(fam):
+            axm.plot(s, store.series(f"{fam}/pm"), color="tab:gray", ls="--", label="PM (prior pull, no cue)")
+        axm.axhline(0, color="grey", lw=0.6)
+        axm.set_ylabel("nats")
+        axm.set_xlabel("step")
+        for key, color in (("onset", "tab:orange"), ("cm_cross", "tab:purple")):
+            if f.get(key) is not None:
+                for a in (ax, axm):
+                    a.axvline(f[key], color=color, ls=":", lw=1.5, label=f"{key} @ {f[key]}" if a is axm else None)
+        ax.legend(fontsize=6.5, loc="lower left")
+        axm.legend(fontsize=6.5, loc="lower left")
+    fig.suptitle(store.attrs.get("run_id", run_dir.name), fontsize=9)
+    fig.tight_layout()
+    path = Path(path) if path else run_dir / "trajectory.png"
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def plot_support(v: dict, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fams = [f for f, a in v["across"].items() if any(r["support_ratio"] for r in a["runs"])]
+    if not fams:
+        return None
+    colors = {"recovered": "tab:green", "displaced": "tab:red", "never": "tab:gray"}
+    fig, axes = plt.subplots(1, len(fams), figsize=(5.5 * len(fams), 4), squeeze=False)
+    for ax, fam in zip(axes[0], fams):
+        a = v["across"][fam]
+        for r in a["runs"]:
+            if r["support_ratio"]:
+                ax.scatter(r["support_ratio"], r["final"], color=colors.get(r["label"], "tab:orange"), s=30)
+        law = a["support_law"].get("support_ratio", {})
+        ax.set_xscale("log")
+        ax.axhline(0.6, color="tab:red", ls=":", lw=0.8)
+        ax.axhline(0.8, color="tab:green", ls=":", lw=0.8)
+        ax.set_xlabel("support ratio (windowed, pooled over cue classes)")
+        ax.set_ylabel("conflict final (heldout)")
+        rho = law.get("spearman_rho")
+        ax.set_title(f"{fam}: Spearman rho = {rho:.2f}" if rho is not None else fam, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_cross_model(xm: dict, dirs: dict, path: Path) -> Path:
+    """One panel per family: heldout conflict accuracy against step (symlog), a line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+
+    fams = list(xm)
+    cols = min(3, len(fams))
+    rows = (len(fams) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.2 * rows), squeeze=False)
+    for ax, fam in zip(axes.flat, fams):
+        for r in xm[fam]["models"]:
+            st = open_run_store(dirs[r["model"]])
+            ax.plot(st.series(f"{fam}/step"), st.series(f"{fam}/acc_conflict_heldout"), marker=".",
+                    label=f"{r['model']} ({r['n_params'] / 1e6:.3g}M)")
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.axhline(0.5, color="grey", lw=0.5)
+        ax.set_title(fam, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("conflict accuracy (heldout)")
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(fams):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_dose_response(dr: dict, path: Path) -> Path | None:
+    """One panel per (intervention, family): CM_final per seed (dots) and seed mean (line) vs dose."""
+    if not dr["groups"]:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gs = dr["groups"]
+    fig, axes = plt.subplots(1, len(gs), figsize=(4.2 * len(gs), 3.4), squeeze=False)
+    for ax, g in zip(axes[0], gs):
+        xs = [lv["dose"] for lv in g["levels"]]
+        for lv in g["levels"]:
+            ax.scatter([lv["dose"]] * len(lv["cm_finals"]), lv["cm_finals"], color="tab:gray", s=14, zorder=3)
+        ax.plot(xs, [lv["mean_cm_final"] for lv in g["levels"]], color="black", marker="o", label="seed mean")
+        ax.axhline(0, color="tab:red", lw=0.7, ls=":")
+        ax.set_xscale("symlog", linthresh=min([x for x in xs if x > 0] or [0.01]))
+        ax.set_xlabel(f"{treatment(g)} dose (0 = baseline)")
+        ax.set_ylabel("CM final (nats)")
+        rho = g["rho_cm_final"]
+        ax.set_title(f"{g['family']} on {g['corpus']}/{g['budget']}\nrho(dose, CM final) = "
+                     f"{rho:+.2f}" if rho is not None else f"{g['family']} on {g['corpus']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_calibration(points: list[dict], fit: dict, family: str, mode: str, path: Path,
+                     audited: dict | None = None) -> Path:
+    """Final conflict accuracy against the support ratio of each calibration run, f* and its
+    interval, and the audited corpus's ratio with its CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"recovered": "tab:green", "displaced": "tab:red"}
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    for p in points:
+        ax.scatter(p["ratio"], p["final"], color=colors.get(p["label"], "tab:orange"), s=28, zorder=3)
+    if fit.get("f_star"):
+        ax.axvline(fit["f_star"], color="black", lw=1, label=f"f* = {fit['f_star']:.3g} ({fit['method']})")
+        if fit.get("ci"):
+            ax.axvspan(*fit["ci"], color="grey", alpha=0.2, label="f* interval")
+    if audited:
+        ax.errorbar([audited["ratio"]], [0.5], xerr=[[audited["ratio"] - audited["ci"][0]],
+                                                      [audited["ci"][1] - audited["ratio"]]],
+                    fmt="D", color="tab:blue", label=f"audited: {audited['ratio']:.3g} ({audited.get('call', '')})")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"support ratio ({mode}, pooled over cue classes)")
+    ax.set_ylabel("conflict final (heldout)")
+    line = (Classifier.displaced + Classifier.recovered) / 2  # where survived() splits unstable / intermediate
+    ax.axhline(line, color="tab:orange", lw=0.6, ls=":")
+    ax.set_title(f"{family}: calibration (green recovered, red displaced, orange unstable or intermediate:\n"
+                 f"survived iff final >= {line:.2g}, dotted line; the audited corpus drawn at y = 0.5)", fontsize=7)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,56 @@
+"""What a person looks at for one run: a trajectory table (rich) and a PNG plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from runner.store import open_run_store
+
+
+def trajectory_table(run_dir: str | Path, every: int = 1):
+    """A rich Table: step, loss, and per family conflict/agree accuracy and CM."""
+    from rich.table import Table
+
+    store = open_run_store(run_dir)
+    fams = store.families()
+    t = Table(title=str(store.attrs.get("run_id")))
+    t.add_column("step", justify="right")
+    t.add_column("loss", justify="right")
+    for fam in fams:
+        for col in ("conflict", "agree", "CM"):
+            t.add_column(f"{fam}\n{col}", justify="right")
+    steps = store.steps()
+    loss = store.series("train/loss")
+    cols = {fam: (store.series(f"{fam}/acc_conflict_heldout"), store.series(f"{fam}/acc_agree_heldout"),
+                  store.series(f"{fam}/cm")) for fam in fams}
+    for i in range(0, len(steps), every):
+        row = [str(int(steps[i])), "" if np.isnan(loss[i]) else f"{loss[i]:.3f}"]
+        for fam in fams:
+            c, a, m = cols[fam]
+            row += [f"{c[i]:.2f}", f"{a[i]:.2f}", f"{m[i]:+.2f}"]
+        t.add_row(*row)
+    return t
+
+
+def figures_table(summary: dict):
+    from rich.table import Table
+
+    t = Table(title="figures (heldout; classifier constants in summary.json)")
+    keys = ["label", "peak", "peak_step", "final", "agree_final", "control_valid", "onset", "cm_cross",
+            "cross_lag", "cm_final", "margin_valid"]
+    t.add_column("family")
+    for k in keys:
+        t.add_column(k, justify="right")
+    for fam, f in summary["families"].items():
+        t.add_row(fam, *[_fmt(f.get(k)) for k in keys])
+    return t
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
