@@ -30,10 +30,11 @@ def main() -> None:
     rows = []
     for w in sorted({1, a.workers}):
         r = audit_corpus(path, fams, workers=w)
+        contested = r.families['pronoun_gender']['contested']
         rows.append((w, r))
         print(f"workers {w}: {r.n_tokens:,} tokens, {r.n_docs:,} documents in {r.seconds:.1f} s = "
               f"{r.tokens_per_second:,.0f} tokens/s; pronoun_gender contested ratio "
-              f"{r.families['pronoun_gender']['contested']['ratio']:.3f} {r.families['pronoun_gender']['contested']['ci']}")
+              f"{contested['ratio']:.3f} {contested['ci']}")
     if len(rows) == 2:
         print(f"speed-up with {rows[1][0]} workers: {rows[1][1].tokens_per_second / rows[0][1].tokens_per_second:.2f}x "
               f"(same run, {os.cpu_count()} cores)")

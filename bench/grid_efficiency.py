@@ -71,9 +71,9 @@ def measure(seeds: int = 4, steps: int = 300) -> list[dict]:
             ray.shutdown()
     cond = f"local Ray, {workers} workers, {seeds} cells x {steps} steps (d32 model), 1 CPU per cell"
     return [
-        {"figure": "grid efficiency = sum of run times / (workers x wall)", "value": f"{res['efficiency']:.3f}",
-         "conditions": f"{cond}; wall {res['wall_seconds']:.1f} s, sum {res['sum_run_seconds']:.1f} s"},
-        {"figure": "runs/hour", "value": f"{res['ran'] / res['wall_seconds'] * 3600:.0f}", "conditions": "same run"},
+        {"figure": "grid efficiency = sum of run times / (workers x wall)", "value": f"{res.efficiency:.3f}",
+         "conditions": f"{cond}; wall {res.wall_seconds:.1f} s, sum {res.sum_run_seconds:.1f} s"},
+        {"figure": "runs/hour", "value": f"{res.ran / res.wall_seconds * 3600:.0f}", "conditions": "same run"},
         {"figure": "Ray empty task in a fresh worker, median (s)", "value": f"{statistics.median(fresh):.2f}",
          "conditions": f"max_calls=1, what every cell pays once; first task (worker start) {t_first:.2f} s"},
     ]

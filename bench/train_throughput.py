@@ -72,7 +72,8 @@ def measure(steps: int = 300, warmup: int = 20, stages: tuple[int, ...] = (0, 1,
     tokens = cfg.train.batch_size * cfg.corpus.story_tokens
     n = n_params(build_model(cfg.model, d_vocab, 0))
     plain = time_plain(cfg, rows, plan, corpus.pad_id, steps, warmup, d_vocab)
-    cond = f"{n:,}-param default model, batch {cfg.train.batch_size}x{cfg.corpus.story_tokens}, 1 thread, {steps} timed steps"
+    cond = (f"{n:,}-param default model, batch {cfg.train.batch_size}x{cfg.corpus.story_tokens}, 1 thread, "
+            f"{steps} timed steps")
     out = [{"figure": "plain PyTorch steps/s", "value": f"{plain:.2f}",
             "conditions": f"{cond}; {plain * tokens:,.0f} tokens/s"}]
     for stage in stages:

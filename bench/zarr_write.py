@@ -36,7 +36,7 @@ def measure(checkpoints: int = 40, items: int = 576, layers: int = 6, d_model: i
     rows = [rng.standard_normal((items, layers, d_model)).astype(np.float16) for _ in range(checkpoints)]
     raw = sum(r.nbytes for r in rows)
     t_zarr, t_npy = [], []
-    for rep in range(repeats):  # alternate the two writers; report medians
+    for _ in range(repeats):  # alternate the two writers; report medians
         with tempfile.TemporaryDirectory(prefix="ungrok-zarr-bench-") as tmp:
             tmp = Path(tmp)
             t = time.perf_counter()

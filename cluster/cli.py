@@ -100,7 +100,8 @@ def corpus_intervene(
     from runner.data.support import corpus_support
 
     before = corpus_support(base, fams)
-    t = Table(title=f"{dosed}: {m['n_tokens']:,} tokens ({base_support['n_tokens']:,} before), sha256 {m['sha256'][:16]}…")
+    t = Table(title=f"{dosed}: {m['n_tokens']:,} tokens ({base_support['n_tokens']:,} before), "
+                    f"sha256 {m['sha256'][:16]}…")
     for col in ("family", "edit", "contested support before", "after", "windowed before", "after"):
         t.add_column(col)
     for f in fams:
@@ -109,8 +110,9 @@ def corpus_intervene(
                 if m["generator"]["kind"] == "kill" else
                 f"{g['injected_events']:,} events injected in {g['injected_rows']:,} rows "
                 f"({g['reference']['per_token']:.3g}/token x {m['generator']['dose']:g})")
-        t.add_row(f, edit, f"{pooled(before[f], 'contested')['ratio']:.3g}", f"{pooled(m['support'][f], 'contested')['ratio']:.3g}",
-                  f"{pooled(before[f], 'windowed')['ratio']:.3g}", f"{pooled(m['support'][f], 'windowed')['ratio']:.3g}")
+        ratios = [f"{pooled(sup, mode)['ratio']:.3g}" for mode in ("contested", "windowed")
+                  for sup in (before[f], m["support"][f])]
+        t.add_row(f, edit, *ratios)
     console.print(t)
 
 
@@ -118,20 +120,31 @@ def corpus_intervene(
 def support(
     corpus: Path = typer.Argument(..., help="a built corpus folder (runs/corpora/web-s0)"),
     families: str = typer.Option("pronoun_gender,number_agreement", help="comma-separated rule families"),
-    k: int = typer.Option(16, help="window after each cue (tokens)"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="where to write JSON (default <corpus>/support.json)"),
+    k: int = typer.Option(16, min=1, help="window after each cue (tokens)"),
+    json_out: Optional[Path] = typer.Option(None, "--json",
+                                            help="where to write this report (default <corpus>/support.json)"),
 ) -> None:
-    """Support frequency per rule family and cue class (windowed, bigram, contested)."""
+    """Support frequency per rule family and cue class (windowed, bigram, contested), per document.
+
+    Counts are cached under <corpus>/support/, one file per (family, k, counting version, corpus);
+    the report written to --json is for reading only: nothing reads it back."""
     from rich.table import Table
 
     from runner._io import write_json_atomic
-    from runner.data.corpora import load_corpus
-    from runner.data.support import count_support
+    from runner.config import known_families
+    from runner.data.corpora import CorpusError, load_corpus
+    from runner.data.support import SUPPORT_VERSION, corpus_support
 
-    c = load_corpus(corpus)
-    fams = [f.strip() for f in families.split(",") if f.strip()]
-    res = count_support(c.rows, c.tokenizer, fams, pad_id=c.pad_id, k=k)
-    t = Table(title=f"support in {corpus} ({c.n_tokens:,} tokens)")
+    try:
+        fams = known_families(tuple(f.strip() for f in families.split(",") if f.strip()))
+    except ValueError as e:
+        raise UserError(f"families: {e}") from None
+    try:
+        c = load_corpus(corpus)
+    except CorpusError as e:
+        raise UserError(str(e)) from None
+    res = corpus_support(corpus, fams, k=k)
+    t = Table(title=f"support in {corpus} ({c.n_tokens:,} tokens, k={k})")
     for col in ("family", "class", "mode", "rule", "prior", "cues", "support_ratio"):
         t.add_column(col, justify="right" if col in ("rule", "prior", "cues", "support_ratio") else "left")
     for fam, classes in res.items():
@@ -140,7 +153,8 @@ def support(
                 t.add_row(fam, cls, mode, f"{v['rule']:,}", f"{v['prior']:,}", f"{v['cues']:,}", f"{v['ratio']:.3f}")
     console.print(t)
     dest = json_out or (corpus / "support.json")
-    write_json_atomic(dest, {"corpus": str(corpus), "k": k, "families": res})
+    write_json_atomic(dest, {"corpus": str(corpus), "k": k, "version": SUPPORT_VERSION, "n_tokens": c.n_tokens,
+                             "families": res})
     console.print(f"wrote {dest}")
 
 
@@ -157,7 +171,8 @@ def train(
     zero_stage: int = typer.Option(0, help="DeepSpeed ZeRO stage 0, 1 or 2"),
     battery: Optional[Path] = typer.Option(None, help="probe battery JSONL (default: generated)"),
     dose: str = typer.Option("none", help="none | kill:<rate> | rescue:<dose> (intervenes on every probed family)"),
-    watch: Optional[str] = typer.Option(None, help="rule families the live monitor watches (warns before CM crosses zero)"),
+    watch: Optional[str] = typer.Option(
+        None, help="rule families the live monitor watches (warns before CM crosses zero)"),
     config: Optional[Path] = typer.Option(None, help="a RunConfig JSON; flags given explicitly are ignored"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
@@ -166,6 +181,7 @@ def train(
     from runner.config import RunConfig
     from runner.data.corpora import CorpusError
     from runner.train import prepare_run, train_run
+    from runner.train.monitor import monitor_callback
 
     if config is not None:
         try:
@@ -188,7 +204,8 @@ def train(
         raise UserError(str(e)) from None
     try:
         watched = tuple(f.strip() for f in watch.split(",")) if watch else ()
-        run_dir = train_run(cfg, out, progress=progress, log=plain_log, watch=watched)
+        callbacks = [monitor_callback(watched, log=plain_log)] if watched else []
+        run_dir = train_run(cfg, out, callbacks=callbacks, progress=progress, log=plain_log)
     except (CorpusError, InterventionError) as e:  # includes the disjointness gate (before training)
         raise UserError(str(e)) from None
     console.print(f"run [bold]{run_dir}[/]  (ungrok show {run_dir})")
@@ -218,13 +235,14 @@ def show(
 
 
 
-def _print_sweep_result(res: dict, sweep_dir: Path) -> None:
-    """One summary line of a finished ``run_sweep``; exit 1 naming the failed cells, if any."""
-    console.print(f"sweep {res['sweep']}: {res['cells']} cells, ran {res['ran']}, skipped {res['skipped']}, "
-                  f"failed {len(res['failed'])}; wall {res['wall_seconds']} s, sum of runs {res['sum_run_seconds']} s, "
-                  f"efficiency {res['efficiency']}", markup=False)
-    if res["failed"]:
-        Console(stderr=True).print(f"[red]failed cells[/]: {escape(', '.join(res['failed']))} "
+def _print_sweep_result(res, sweep_dir: Path) -> None:
+    """One summary line of a finished ``run_sweep`` (a ``SweepResult``); exit 1 naming the failed
+    cells, if any."""
+    console.print(f"sweep {res.sweep}: {res.cells} cells, ran {res.ran}, skipped {len(res.skipped)}, "
+                  f"failed {len(res.failed)}; wall {res.wall_seconds} s, sum of runs {res.sum_run_seconds} s, "
+                  f"efficiency {res.efficiency}", markup=False)
+    if res.failed:
+        Console(stderr=True).print(f"[red]failed cells[/]: {escape(', '.join(res.failed))} "
                                    f"(tracebacks in {sweep_dir}/manifest.json)")
         raise typer.Exit(1)
 
@@ -233,12 +251,16 @@ def _print_sweep_result(res: dict, sweep_dir: Path) -> None:
 def sweep(
     spec: Path = typer.Argument(..., help="grid spec TOML (axes corpora, budgets, seeds, doses)"),
     out: Optional[Path] = typer.Option(None, help="sweep folder (default runs/sweeps/<spec name>)"),
-    address: Optional[str] = typer.Option(None, help="an existing Ray cluster (e.g. auto, 10.0.0.5:6379); default: local Ray in-process"),
+    address: Optional[str] = typer.Option(
+        None, help="an existing Ray cluster (e.g. auto, 10.0.0.5:6379); default: local Ray in-process"),
     num_cpus: Optional[int] = typer.Option(None, help="CPUs for the local Ray (default: all)"),
-    node_ip_address: Optional[str] = typer.Option(None, help="this node's address for Ray (default 127.0.0.1 when local)"),
+    node_ip_address: Optional[str] = typer.Option(
+        None, help="this node's address for Ray (default 127.0.0.1 when local)"),
     dashboard: bool = typer.Option(False, help="start Ray's dashboard on 127.0.0.1 (local Ray only)"),
     progress: bool = typer.Option(True, help="live table of cells"),
-    reuse: Optional[list[Path]] = typer.Option(None, help="another sweep folder whose complete cells with the same run id are copied in, not recomputed (repeatable)"),
+    reuse: Optional[list[Path]] = typer.Option(
+        None, help="another sweep folder whose complete cells with the same run id are copied in, "
+                   "not recomputed (repeatable)"),
 ) -> None:
     """Run the grid on Ray; rerunning skips finished cells and resumes unfinished ones."""
     from cluster.sweep import StreamError, run_sweep
@@ -294,7 +316,8 @@ def demo(
     num_cpus: Optional[int] = typer.Option(None, help="CPUs for the local Ray (default: all)"),
     progress: bool = typer.Option(True, help="live table of cells"),
     open_report: bool = typer.Option(False, "--open", help="open the report in a browser when done"),
-    reuse: Optional[list[Path]] = typer.Option(None, help="a sweep folder whose complete cells with the same run id are copied in (repeatable)"),
+    reuse: Optional[list[Path]] = typer.Option(
+        None, help="a sweep folder whose complete cells with the same run id are copied in (repeatable)"),
 ) -> None:
     """The embedded default end to end: the tour grid (web undosed + rescued, stories undosed +
     killed) on a local Ray, the verdict under the locked examples/prereg_tour.toml, the report."""

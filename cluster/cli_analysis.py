@@ -70,7 +70,8 @@ def print_verdict(v: dict, title: str) -> None:
             t.add_row(r["run"], "sealed", "", "", "", "", "", "", "")
         for fam, f in r["families"].items():
             t.add_row(r["run"], r["status"], fam, f.get("label"), f"{f.get('final', float('nan')):.2f}",
-                      str([round(x, 2) for x in f.get("final_ci", [])]), "valid" if f.get("control_valid") else "INVALID",
+                      str([round(x, 2) for x in f.get("final_ci", [])]),
+                      "valid" if f.get("control_valid") else "INVALID",
                       str(f.get("onset")), str(f.get("cm_cross")))
     console.print(t)
     sb = Table(title="scoreboard")
@@ -127,26 +128,48 @@ def report(
     unseal: bool = typer.Option(False, help="include quarantined seeds (logged)"),
     out: Optional[Path] = typer.Option(None, help="report folder (default <first path>/report)"),
 ) -> None:
-    """Write the HTML report page (images embedded) and its PNGs."""
+    """Write the HTML report page (images embedded) and its PNGs; a localized run (ungrok mech
+    localize) shows its components under its trajectories."""
+    from mech.plots import report_section
     from runner.report.html import write_report
 
     locked = _locked(prereg)
     try:
-        page = write_report(paths, locked, unseal, out)
+        page = write_report(paths, locked, unseal, out, extra_sections=[report_section])
     except ValueError as e:
         raise UserError(str(e)) from None
     console.print(f"report: {page}")
 
 
+def _audit_row(f: str, m: str, c: dict, cal) -> list[str]:
+    """One row of the audit table: rule, mode, counts, ratio [CI], f* [interval], call."""
+    fstar, call = "-", c.get("call", "-")
+    if cal is not None:
+        fit = cal.fit
+        if fit.get("f_star"):
+            fstar = (f"{fit['f_star']:.3g} [{fit['ci'][0]:.3g}, {fit['ci'][1]:.3g}] ({fit['method']}, "
+                     f"{fit['n_points']} runs)")
+        else:
+            fstar = fit.get("why", "-")
+    return [f, m, f"{c['rule']:,}", f"{c['prior']:,}", f"{c['ratio']:.3g} [{c['ci'][0]:.3g}, {c['ci'][1]:.3g}]",
+            fstar, call]
+
 
 @app.command()
 def audit(
-    corpus: Path = typer.Argument(..., help="a built corpus folder, a Hugging Face dataset on disk, a .txt file or folder, or a .npy token stream"),
+    corpus: Path = typer.Argument(..., help="a built corpus folder, a Hugging Face dataset on disk, a .txt file "
+                                            "or folder, or a .npy token stream"),
     rules: str = typer.Option("pronoun_gender,number_agreement", help="rule families (comma-separated)"),
-    calibration: Optional[list[Path]] = typer.Option(None, help="a finished sweep that varied support (repeatable): fits f* per rule"),
-    mode: Optional[str] = typer.Option(None, help="support mode: contested | windowed (default: contested where the family has it)"),
+    calibration: Optional[list[Path]] = typer.Option(
+        None, help="a finished sweep that varied support (repeatable): fits f* per rule"),
+    prereg: Optional[Path] = typer.Option(
+        None, help="the locked prereg whose classifier labels the calibration runs (default: none, the paper's "
+                   "constants)"),
+    mode: Optional[str] = typer.Option(
+        None, help="support mode: contested | windowed (default: contested where the family has it)"),
     text_column: str = typer.Option("text", help="text column of a Hugging Face dataset"),
-    tokenizer: Optional[Path] = typer.Option(None, help="tokenizer.json of a .npy token stream (or to use instead of the word-level one)"),
+    tokenizer: Optional[Path] = typer.Option(
+        None, help="tokenizer.json of a .npy token stream (or to use instead of the word-level one)"),
     workers: int = typer.Option(1, help="processes counting blocks in parallel"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="default runs/audit/<corpus name>.json"),
 ) -> None:
@@ -154,25 +177,16 @@ def audit(
     from rich.progress import Progress
     from rich.table import Table
 
-    from runner.analysis.audit import (
-        AuditError,
-        audit_corpus,
-        calibration_points,
-        default_mode,
-        fit_critical_ratio,
-        risk,
-        write_json,
-    )
-    from runner.report.plots import plot_calibration
+    from runner._io import write_json_atomic
+    from runner.analysis.audit import AuditError, audit_corpus, calibrate, default_mode
+    from runner.config import known_families
+    from runner.report.html import write_calibration
 
-    fams = [f.strip() for f in rules.split(",") if f.strip()]
     try:
-        from runner.world.rules import RULES
-
-        for f in fams:
-            RULES.get(f)
-    except KeyError as e:
-        raise UserError(f"rules: {e.args[0]}") from None
+        fams = known_families(tuple(f.strip() for f in rules.split(",") if f.strip()))
+    except ValueError as e:
+        raise UserError(f"rules: {e}") from None
+    locked = _locked(prereg)
     with Progress(console=console, transient=True) as p:
         task = p.add_task(f"auditing {corpus}", total=None)
         try:
@@ -180,37 +194,25 @@ def audit(
                                workers=workers, progress=lambda n, tot: p.update(task, completed=n, total=tot))
         except AuditError as e:
             raise UserError(str(e)) from None
-    dest = json_out or Path("runs/audit") / f"{corpus.resolve().name}.json"
     report = {"corpus": str(corpus), "n_docs": res.n_docs, "n_tokens": res.n_tokens, "seconds": round(res.seconds, 2),
               "tokens_per_second": round(res.tokens_per_second), "workers": workers, "families": res.families}
-    t = Table(title=f"{corpus}: {res.n_docs:,} documents, {res.n_tokens:,} tokens, {res.tokens_per_second:,.0f} tokens/s")
+    t = Table(title=f"{corpus}: {res.n_docs:,} documents, {res.n_tokens:,} tokens, "
+                    f"{res.tokens_per_second:,.0f} tokens/s")
     for col in ("rule", "mode", "rule events", "prior events", "support ratio [95% CI]", "f* [interval]", "call"):
         t.add_column(col)
     for f in fams:
         m = mode or default_mode(f)
         if m not in res.families[f]:
             raise UserError(f"mode: {m!r} is not counted for {f} (has {sorted(res.families[f])})")
-        c = res.families[f][m]
-        fstar, call = "-", "-"
+        c, cal = res.families[f][m], None
         if calibration:
-            pts = calibration_points(calibration, f, m)
-            fit = fit_critical_ratio(pts)
-            c["call"] = call = risk(c["ci"], fit)
-            report.setdefault("calibration", {})[f] = {"mode": m, "sweeps": [str(x) for x in calibration],
-                                                       "points": pts, "fit": fit, "call": call}
-            cal_dir = Path(calibration[0]) / "calibration"
-            cal_dir.mkdir(exist_ok=True)
-            write_json(cal_dir / f"{f}-{m}.json", {"family": f, "mode": m, "points": pts, "fit": fit,
-                                                   "audited": {"corpus": str(corpus), **c}})
-            plot_calibration(pts, fit, f, m, cal_dir / f"{f}-{m}.png", audited=c)
-            if fit.get("f_star"):
-                fstar = f"{fit['f_star']:.3g} [{fit['ci'][0]:.3g}, {fit['ci'][1]:.3g}] ({fit['method']}, {fit['n_points']} runs)"
-            else:
-                fstar = fit.get("why", "-")
-        t.add_row(f, m, f"{c['rule']:,}", f"{c['prior']:,}", f"{c['ratio']:.3g} [{c['ci'][0]:.3g}, {c['ci'][1]:.3g}]",
-                  fstar, call)
+            cal = calibrate(calibration, f, m, locked)
+            c["call"] = cal.assess(corpus, c)
+            report.setdefault("calibration", {})[f] = cal.to_json()
+            write_calibration(cal, Path(calibration[0]) / "calibration")
+        t.add_row(*_audit_row(f, m, c, cal))
     console.print(t)
-    write_json(dest, report)
+    dest = write_json_atomic(json_out or Path("runs/audit") / f"{corpus.resolve().name}.json", report, default=float)
     console.print(f"wrote {dest}")
 
 
@@ -236,11 +238,13 @@ def monitor_replay(
         raise UserError(str(e)) from None
     k = TrendConfig(every=every, window=window, horizon=horizon, confidence=confidence)
     t = Table(title=f"monitor replay ({family}; Theil-Sen over {window} evals every {every} steps, horizon {horizon})")
-    for col in ("run", "label", "warnings at", "onset", "CM cross", "lead (steps, to onset else CM cross)", "false alarm"):
+    for col in ("run", "label", "warnings at", "onset", "CM cross", "lead (steps, to onset else CM cross)",
+                "false alarm"):
         t.add_column(col)
     for d in runs:
         r = replay_run(d, family, k)
-        t.add_row(d.name, str(r["label"]), ", ".join(map(str, r["warning_steps"])) or "-", str(r["onset"]), str(r["cm_cross"]),
+        t.add_row(d.name, str(r["label"]), ", ".join(map(str, r["warning_steps"])) or "-", str(r["onset"]),
+                  str(r["cm_cross"]),
                   str(r["lead"]), "YES" if r["false_alarm"] else "")
     console.print(t)
 

@@ -16,7 +16,8 @@ def mech_capture(
     path: Path = typer.Argument(..., help="a run folder, or a sweep (every complete run, one Ray task each)"),
     steps: Optional[str] = typer.Option(None, help="comma-separated checkpoint steps (default: all)"),
     batch_size: int = typer.Option(64, help="items per forward pass (bounds memory)"),
-    names: Optional[str] = typer.Option(None, help="activation kinds or hook names to keep (comma-separated; default all)"),
+    names: Optional[str] = typer.Option(
+        None, help="activation kinds or hook names to keep (comma-separated; default all)"),
     address: Optional[str] = typer.Option(None, help="an existing Ray cluster (sweeps)"),
 ) -> None:
     """Capture residual stream, per-head outputs, attention and answer logits into the run's zarr group."""
@@ -24,7 +25,8 @@ def mech_capture(
     kw = {"steps": [int(x) for x in steps.split(",")] if steps else None, "batch_size": batch_size,
           "names_filter": [n.strip() for n in names.split(",")] if names else None}
     res = _mech_run("capture", path, address, kw)
-    console.print(f"captured {sum('error' not in r for r in res)} run(s); open with mech.capture.open_capture(run, family)")
+    console.print(f"captured {sum('error' not in r for r in res)} run(s); "
+                  "open with mech.capture.open_capture(run, family)")
 
 
 @mech_app.command("localize")
@@ -44,7 +46,7 @@ def mech_localize(
     for r in res:
         if "json" in r:
             doc = _json.loads(Path(r["json"]).read_text())
-            for fam, fr in doc["families"].items():
+            for fr in doc["families"].values():
                 console.print("\n".join(summary_lines(fr)), highlight=False)
             console.print(f"page: {r['html']}")
 
@@ -58,7 +60,8 @@ def _mech_run(stage: str, path: Path, address, kw: dict) -> list[dict]:
         raise UserError(str(e)) from None
     failed = [r for r in res if "error" in r]
     if failed:
-        Console(stderr=True).print(f"[red]{len(failed)} run(s) failed[/]: " + "; ".join(f"{r['run']}: {r['error']}" for r in failed))
+        Console(stderr=True).print(f"[red]{len(failed)} run(s) failed[/]: "
+                                   + "; ".join(f"{r['run']}: {r['error']}" for r in failed))
         raise typer.Exit(1)
     return res
 
@@ -66,8 +69,11 @@ def _mech_run(stage: str, path: Path, address, kw: dict) -> list[dict]:
 @app.command()
 def public(
     models: str = typer.Option(..., help="comma-separated model names, e.g. pythia-70m,pythia-160m,pythia-410m"),
-    revisions: str = typer.Option("pythia:12", help="step0,step1000,... | pythia (the whole schedule) | pythia:N (N spread over it)"),
-    source: str = typer.Option("hub", help="hub[:<org>] (Hugging Face; honours HF_HUB_OFFLINE and its cache) or local:<dir> (a mirror <dir>/<model>/<revision>/)"),
+    revisions: str = typer.Option(
+        "pythia:12", help="step0,step1000,... | pythia (the whole schedule) | pythia:N (N spread over it)"),
+    source: str = typer.Option(
+        "hub", help="hub[:<org>] (Hugging Face; honours HF_HUB_OFFLINE and its cache) "
+                    "or local:<dir> (a mirror <dir>/<model>/<revision>/)"),
     battery: Path = typer.Option(..., help="probe battery JSONL, e.g. ../shared/reference/batteries/rvp4.jsonl"),
     out: Path = typer.Option(Path("runs/public"), help="one run folder per model is written here"),
     families: Optional[str] = typer.Option(None, help="comma-separated battery families (default: all)"),

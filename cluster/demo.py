@@ -30,7 +30,7 @@ def run_demo(out: str | Path = "runs/demo", *, num_cpus: int | None = None, prog
              prereg: str | Path | None = None, log: Callable[[str], None] = print) -> dict:
     """Run the tour, score it under the locked prereg and write the report.
 
-    Returns ``{"sweep": <sweep result>, "verdict": <verdict dict>, "verdict_json": path,
+    Returns ``{"sweep": <cluster.sweep_plan.SweepResult>, "verdict": <verdict dict>, "verdict_json": path,
     "report": path to index.html, "seconds": wall seconds of the whole demo}``. Raises
     ``runner.prereg.PreregError`` before anything runs if the prereg's lock does not verify.
     ``grid``/``prereg`` replace the tour's (tests run a tiny tour through the same code).
@@ -49,7 +49,7 @@ def run_demo(out: str | Path = "runs/demo", *, num_cpus: int | None = None, prog
     log(f"demo: {Path(grid).name} -> {sweep_dir} (prereg {Path(prereg).name}, locked {locked.locked_utc})")
     res = run_sweep(grid, sweep_dir, num_cpus=num_cpus, progress=progress, dashboard=dashboard,
                     log=log, reuse=reuse)
-    if res["failed"]:
+    if res.failed:
         return {"sweep": res, "verdict": None, "verdict_json": None, "report": None,
                 "seconds": time.time() - t0}
     v = verdict(sweep_dir, locked)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -150,7 +151,7 @@ class Rescue(_Dose):
             res = INJECTS.get(f)(RULES.get(f), tok, target, base.rows.shape[1], cfg.intervention.seed)
             if res.events != target:
                 raise RuntimeError(f"{f}: injected {res.events} rule events, asked for {target}; this is a bug")
-            check_disjoint(items, res.cues, lambda: res.texts(tok), res.rows, tok)  # GateError names the string
+            check_disjoint(items, res.cues, partial(res.texts, tok), res.rows, tok)  # GateError names the string
             injected.append(res.rows)
             per_family[f] = {"target_events": target, "injected_events": res.events, "injected_rows": len(res.rows),
                              "injected_tokens": int((res.rows != base.pad_id).sum()), "reference": ref[f]}

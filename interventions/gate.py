@@ -55,5 +55,6 @@ def check_disjoint(items: Sequence[ProbeItem], injected_cues: Iterable[str], tex
     docs = "\n".join(texts() if callable(texts) else texts)
     for it in suspects:
         if it.prefix.strip() in docs:
-            kind = {"conflict": "margin (CM) prompt", "neutral": "prior-pull (PM) prompt"}.get(it.condition, "probe prefix")
+            kinds = {"conflict": "margin (CM) prompt", "neutral": "prior-pull (PM) prompt"}
+            kind = kinds.get(it.condition, "probe prefix")
             raise GateError(f"disjointness gate: {kind} of {it.item_id} occurs in injected text: {it.prefix.strip()!r}")

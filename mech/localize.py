@@ -183,6 +183,45 @@ def _parse_head(label: str) -> tuple[int, int]:
     return int(layer), int(head)
 
 
+def _measure_steps(run_dir: Path, family: str, steps: list[int], probes, conflict, switched, tokenizer,
+                   batch_size: int, log: Callable[[str], None] | None) -> dict[str, list]:
+    """Load each checkpoint once and take every per-step measurement on it: direct logit
+    attribution on the conflict probes, activation patching of the evidence (conflict vs
+    switched pairs), attention to cue and evidence, and the embedding alignment."""
+    m: dict[str, list] = {k: [] for k in ("labels", "dla", "ld", "ld_switched", "emb", "heads", "attn_out",
+                                          "mlp_out", "attn_cue", "attn_ev")}
+    for i, step in enumerate(steps):
+        model = load_model(run_dir, step)
+        labels, contrib, ld = direct_logit_attribution(model, probes, batch_size)
+        m["labels"] = labels
+        m["dla"].append(contrib.mean(0))
+        m["ld"].append(float(ld.mean()))
+        p = patch_evidence(model, conflict, switched)
+        m["heads"].append(p["heads"])
+        m["attn_out"].append(p["attn_out"])
+        m["mlp_out"].append(p["mlp_out"])
+        m["ld_switched"].append(p["ld_switched"])
+        c, e = attention_to_cue_and_evidence(model, probes, batch_size)
+        m["attn_cue"].append(c)
+        m["attn_ev"].append(e)
+        m["emb"].append(embedding_alignment(model, family, tokenizer))
+        if log:
+            log(f"{family}: step {step} ({i + 1}/{len(steps)}) LD {m['ld'][-1]:+.3f}")
+    return m
+
+
+def _choose_heads(table: list[dict], top_k: int):
+    """The heads the ablation check removes: the ``top_k`` with the largest positive DLA growth,
+    the ``top_k`` carrying the competitor's evidence after the split (most negative patching
+    effect), and as control as many of the lowest-growth heads not in the first set."""
+    top = [_parse_head(r["component"]) for r in table if r["kind"] == "head" and r["growth"] > 0][:top_k]
+    ranked_heads = [r for r in table if r["kind"] == "head"]
+    control = [_parse_head(r["component"]) for r in ranked_heads[::-1] if _parse_head(r["component"]) not in top]
+    by_patch = sorted(ranked_heads, key=lambda r: r.get("patch_post", 0.0))
+    patch_top = [_parse_head(r["component"]) for r in by_patch if r.get("patch_post", 0.0) < 0][:top_k]
+    return top, patch_top, control
+
+
 def localize_family(run_dir: str | Path, family: str, steps: list[int] | None = None, *, split: str = "heldout",
                     top_k: int = 2, batch_size: int = 64, items=None, log: Callable[[str], None] | None = None
                     ) -> dict:
@@ -199,24 +238,10 @@ def localize_family(run_dir: str | Path, family: str, steps: list[int] | None = 
     steps = checkpoint_steps(run_dir) if steps is None else sorted(set(int(s) for s in steps))
     k = Classifier()
     figures, store_cm = _store_trajectory(run_dir, family, k)
-    dla, lds, ld_sw, emb, heads, attn_out, mlp_out, a_cue, a_ev = [], [], [], [], [], [], [], [], []
-    labels: list[str] = []
-    for i, step in enumerate(steps):
-        model = load_model(run_dir, step)
-        labels, contrib, ld = direct_logit_attribution(model, probes, batch_size)
-        dla.append(contrib.mean(0))
-        lds.append(float(ld.mean()))
-        p = patch_evidence(model, conflict, switched)
-        heads.append(p["heads"])
-        attn_out.append(p["attn_out"])
-        mlp_out.append(p["mlp_out"])
-        ld_sw.append(p["ld_switched"])
-        c, e = attention_to_cue_and_evidence(model, probes, batch_size)
-        a_cue.append(c)
-        a_ev.append(e)
-        emb.append(embedding_alignment(model, family, ctx.tokenizer))
-        if log:
-            log(f"{family}: step {step} ({i + 1}/{len(steps)}) LD {lds[-1]:+.3f}")
+    m = _measure_steps(run_dir, family, steps, probes, conflict, switched, ctx.tokenizer, batch_size, log)
+    labels, lds, ld_sw, emb = m["labels"], m["ld"], m["ld_switched"], m["emb"]
+    dla, heads, attn_out, mlp_out, a_cue, a_ev = (m[name] for name in ("dla", "heads", "attn_out",
+                                                                        "mlp_out", "attn_cue", "attn_ev"))
     dla_a = np.stack(dla, 1)                 # (component, step), rule-favouring sign
     heads_a = np.stack(heads, -1)            # (layer, head, step)
     cue_a, ev_a = np.stack(a_cue, -1), np.stack(a_ev, -1)
@@ -230,12 +255,7 @@ def localize_family(run_dir: str | Path, family: str, steps: list[int] | None = 
                                            "attn_evidence": ev_a[layer, h]}
         extra[f"MLP{layer}"] = {"patch": np.stack(mlp_out, -1)[layer]}
     table = rank_components(steps, labels, -dla_a, sp, extra)
-    top = [_parse_head(r["component"]) for r in table if r["kind"] == "head" and r["growth"] > 0][:top_k]
-    ranked_heads = [r for r in table if r["kind"] == "head"]
-    control = [_parse_head(r["component"]) for r in ranked_heads[::-1] if _parse_head(r["component"]) not in top]
-    # heads that carry the competitor's evidence after the split (most negative patching effect)
-    by_patch = sorted(ranked_heads, key=lambda r: r.get("patch_post", 0.0))
-    patch_top = [_parse_head(r["component"]) for r in by_patch if r.get("patch_post", 0.0) < 0][:top_k]
+    top, patch_top, control = _choose_heads(table, top_k)
     ablation = ablation_check(run_dir, family, {"dla_growth": top, "patching": patch_top,
                                                 "control_lowest_growth": control[: max(len(top), 1)]},
                               step=steps[-1], items=items)

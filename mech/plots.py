@@ -5,6 +5,8 @@ LD above it), ``<family>_patch.png`` (patching effect per head and per layer), `
 (attention from the prediction position to the cue and to the competitor's evidence, per head),
 ``<family>_embedding.png`` (the embedding-level cosine). A dashed line marks the split step (the
 CM crossing). ``localize.html`` lists the ranked tables and includes the PNGs by relative path.
+:func:`report_section` is the run's localization as a section of the ``ungrok report`` page (the
+cluster layer passes it to ``runner.report.html.write_report(extra_sections=...)``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import html
 from pathlib import Path
 
 import numpy as np
+
+from runner._io import write_text_atomic
 
 
 def _plt():
@@ -137,9 +141,9 @@ def write_plots(doc: dict, out: Path) -> dict:
         parts.append(f"<h2>{html.escape(fam)}</h2><p>split at step {sp['step']} ({html.escape(sp['reason'])}); "
                      f"CM peak at {sp['peak_step']}</p>" + _table_html(res) + _ablation_html(res["ablation"]))
         parts += [f'<img src="{Path(p).name}" style="max-width:100%">' for p in paths]
-    page = out / "localize.html"
-    page.write_text("<!doctype html><meta charset='utf-8'><title>mech localize</title><style>td,th{padding:2px 6px;"
-                    "font:12px monospace;border-bottom:1px solid #ddd}</style>" + "\n".join(parts))
+    page = write_text_atomic(out / "localize.html", "<!doctype html><meta charset='utf-8'><title>mech localize</title>"
+                             "<style>td,th{padding:2px 6px;font:12px monospace;border-bottom:1px solid #ddd}</style>"
+                             + "\n".join(parts))
     return {"html": str(page), "png": pngs}
 
 
@@ -158,3 +162,39 @@ def report_assets(out_dir: str | Path) -> dict:
     if not (mdir / "localize.html").exists() or not all(Path(p).exists() for p in pngs):
         return write_plots(doc, mdir)
     return {"html": str(mdir / "localize.html"), "png": pngs}
+
+
+REPORT_KINDS = ("dla", "patch", "attention")  # the heatmaps the report page embeds, in this order
+
+
+def report_section(run_dir: str | Path) -> list[str]:
+    """A localized run (``ungrok mech localize``) on the report page: per family its top ranked
+    components, the ablation check and the heatmaps (embedded); ``[]`` for a run not localized."""
+    import json
+
+    from runner.report.html import embed_png, fmt
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "mech" / "localize.json").exists():
+        return []
+    pngs = {Path(p).name: Path(p) for p in report_assets(run_dir)["png"]}
+    parts = []
+    for fam, res in json.loads((run_dir / "mech" / "localize.json").read_text()).get("families", {}).items():
+        rows = "".join(f"<tr><td>{t['rank']}</td><td class=l>{t['component']}</td><td>{fmt(t['competitor_pre'])}</td>"
+                       f"<td>{fmt(t['competitor_post'])}</td><td>{fmt(t['growth'])}</td><td>{fmt(t['cross_step'])}</td>"
+                       f"<td>{fmt(t.get('patch_post'))}</td></tr>" for t in res["table"][:6])
+        ab = res["ablation"]
+        abl = "".join(f"<tr><td class=l>{name} {e['heads']}</td><td>{fmt(e['zero']['cm'])}</td>"
+                      f"<td>{fmt(e['mean']['cm'])}</td>"
+                      f"<td>{fmt(e['zero']['agree_margin'])}</td></tr>" for name, e in ab["sets"].items())
+        parts.append(f"<h4>{fam}: components carrying the competitor (split at step {res['split']['step']})</h4>"
+                     "<table><tr><th>rank</th><th class=l>component</th><th>competitor before</th><th>after</th>"
+                     f"<th>growth</th><th>crosses at</th><th>patching after</th></tr>{rows}</table>"
+                     f"<p>Ablation at step {ab['step']}: CM before {fmt(ab['before']['cm'])}.</p><table><tr>"
+                     "<th class=l>heads ablated</th><th>CM (zero)</th><th>CM (mean)</th><th>agree margin (zero)</th>"
+                     f"</tr>{abl}</table>")
+        for kind in REPORT_KINDS:
+            png = pngs.get(f"{fam}_{kind}.png")
+            if png is not None and png.exists():
+                parts.append(embed_png(png))
+    return parts

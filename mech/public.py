@@ -90,7 +90,8 @@ class Source:
     def __post_init__(self) -> None:
         kind = self.spec.split(":", 1)[0]
         if kind not in ("local", "hub") or (kind == "local" and not self.spec[6:]):
-            raise PublicError(f"source {self.spec!r}: use local:<dir> (a mirror <dir>/<model>/<revision>/) or hub[:<org>]")
+            raise PublicError(f"source {self.spec!r}: use local:<dir> (a mirror <dir>/<model>/<revision>/) "
+                              "or hub[:<org>]")
 
     @property
     def kind(self) -> str:

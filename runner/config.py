@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -20,7 +20,17 @@ from runner.world.rules import RULES
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
+M = TypeVar("M", bound=BaseModel)
+
 _BUDGET_RE = re.compile(r"^(packed|dn(\d+(\.\d+)?))$")
+
+
+def known_families(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` unchanged when every one is a registered rule family (the configs' one check)."""
+    for f in names:
+        if f not in RULES:
+            raise ValueError(f"unknown rule family {f!r}; known: {RULES.names()}")
+    return names
 
 
 class _Frozen(BaseModel):
@@ -37,12 +47,12 @@ class CorpusConfig(_Frozen):
     """
 
     name: str = "web"
-    seed: int = Field(0, ge=0)
-    n_stories: int = Field(160_000, gt=0, description="stories (rows of story_tokens tokens)")
-    support: float | None = Field(None, gt=0.0, le=1.0)
-    story_tokens: int = Field(64, ge=16, le=4096)
+    seed: int = Field(default=0, ge=0)
+    n_stories: int = Field(default=160_000, gt=0, description="stories (rows of story_tokens tokens)")
+    support: float | None = Field(default=None, gt=0.0, le=1.0)
+    story_tokens: int = Field(default=64, ge=16, le=4096)
     text_column: str = "text"
-    vocab_size: int = Field(2000, ge=50, description="tokenizer size for hf: corpora")
+    vocab_size: int = Field(default=2000, ge=50, description="tokenizer size for hf: corpora")
 
     @field_validator("name")
     @classmethod
@@ -79,11 +89,11 @@ class CorpusConfig(_Frozen):
 class ModelConfig(_Frozen):
     """A from-scratch TransformerLens-native decoder (no downloads)."""
 
-    n_layers: int = Field(2, ge=1)
-    d_model: int = Field(64, ge=8)
-    n_heads: int = Field(4, ge=1)
-    d_mlp: int = Field(256, ge=8)
-    n_ctx: int = Field(64, ge=8)
+    n_layers: int = Field(default=2, ge=1)
+    d_model: int = Field(default=64, ge=8)
+    n_heads: int = Field(default=4, ge=1)
+    d_mlp: int = Field(default=256, ge=8)
+    n_ctx: int = Field(default=64, ge=8)
     act_fn: Literal["gelu", "relu", "silu"] = "gelu"
 
     @model_validator(mode="after")
@@ -98,9 +108,9 @@ class ModelConfig(_Frozen):
 
 
 class OptimConfig(_Frozen):
-    lr: float = Field(1e-3, gt=0)
-    warmup_steps: int = Field(50, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
+    lr: float = Field(default=1e-3, gt=0)
+    warmup_steps: int = Field(default=50, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
 
 
@@ -111,12 +121,12 @@ class TrainConfig(_Frozen):
     R x parameter count, cycled over epochs in a fresh seeded order each epoch).
     """
 
-    steps: int = Field(5000, gt=0)
-    batch_size: int = Field(32, gt=0)
+    steps: int = Field(default=5000, gt=0)
+    batch_size: int = Field(default=32, gt=0)
     budget: str = "packed"
-    seed: int = Field(42, ge=0)
+    seed: int = Field(default=42, ge=0)
     zero_stage: Literal[0, 1, 2] = 0
-    threads: int = Field(1, ge=1, description="torch threads per training process")
+    threads: int = Field(default=1, ge=1, description="torch threads per training process")
 
     @field_validator("budget")
     @classmethod
@@ -137,11 +147,11 @@ class ScheduleConfig(_Frozen):
     checkpoints (with optimizer state) are kept for resume; model weights are kept for every step.
     """
 
-    every: int = Field(50, gt=0)
-    dense_every: int | None = Field(None, gt=0)
-    dense_start: int = Field(0, ge=0)
-    dense_end: int = Field(10**9, ge=0)
-    keep_resume: int = Field(2, ge=1)
+    every: int = Field(default=50, gt=0)
+    dense_every: int | None = Field(default=None, gt=0)
+    dense_start: int = Field(default=0, ge=0)
+    dense_end: int = Field(default=10**9, ge=0)
+    keep_resume: int = Field(default=2, ge=1)
 
     def steps(self, total: int) -> list[int]:
         s = set(range(0, total + 1, self.every)) | {total}
@@ -153,20 +163,16 @@ class ScheduleConfig(_Frozen):
 
 class ProbeConfig(_Frozen):
     families: tuple[str, ...] = ("pronoun_gender", "number_agreement")
-    battery: str | None = Field(None, description="JSONL battery path; default: generated from the families")
-    n_per_cell: int = Field(64, gt=0)
-    n_neutral: int = Field(32, ge=0)
+    battery: str | None = Field(default=None, description="JSONL battery path; default: generated from the families")
+    n_per_cell: int = Field(default=64, gt=0)
+    n_neutral: int = Field(default=32, ge=0)
 
     @field_validator("families")
     @classmethod
     def _families(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-
-        for f in v:
-            if f not in RULES:
-                raise ValueError(f"unknown rule family {f!r}; known: {RULES.names()}")
         if not v:
             raise ValueError("families must name at least one rule family")
-        return v
+        return known_families(v)
 
 
 class InterventionConfig(_Frozen):
@@ -181,9 +187,9 @@ class InterventionConfig(_Frozen):
     """
 
     families: tuple[str, ...] = ()
-    start_step: int = Field(0, ge=0)
-    end_step: int | None = Field(None, gt=0)
-    seed: int = Field(0, ge=0)
+    start_step: int = Field(default=0, ge=0)
+    end_step: int | None = Field(default=None, gt=0)
+    seed: int = Field(default=0, ge=0)
 
     @property
     def window(self) -> str:
@@ -196,11 +202,7 @@ class InterventionConfig(_Frozen):
     @field_validator("families")
     @classmethod
     def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-
-        for f in v:
-            if f not in RULES:
-                raise ValueError(f"unknown rule family {f!r}; known: {RULES.names()}")
-        return v
+        return known_families(v)
 
     @model_validator(mode="after")
     def _window(self) -> "InterventionConfig":
@@ -220,7 +222,8 @@ class RunConfig(_Frozen):
     train: TrainConfig = TrainConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     probes: ProbeConfig = ProbeConfig()
-    dose: str = Field("none", description="'none' or '<intervention>:<level>' (interventions register in runner.grid.DOSES)")
+    dose: str = Field(default="none", description="'none' or '<intervention>:<level>' "
+                                                  "(interventions register in runner.doses.DOSES)")
     intervention: InterventionConfig = InterventionConfig()
 
     @model_validator(mode="before")
@@ -287,7 +290,7 @@ def field_error(e: "ValidationError", hint=None) -> str:
     return f"{loc}: {msg}" if loc else msg
 
 
-def load_toml_model(path, model: type[BaseModel], error: type[Exception], what: str, hint=None):
+def load_toml_model(path, model: type[M], error: type[Exception], what: str, hint=None) -> M:
     """Read a TOML file into ``model``; every failure is one ``error`` naming the file and field."""
     import tomllib
     from pathlib import Path

@@ -24,9 +24,11 @@ class Intervention(Protocol):
 
     def check_level(self, level: float) -> None:
         """Raise ValueError for a level this intervention cannot take."""
+        ...
 
     def build(self, cfg: RunConfig, level: float, base_corpus: Path) -> Path:
         """Build (or reuse) the intervened stream of ``cfg`` beside ``base_corpus``; its folder."""
+        ...
 
 
 # "none" is the identity; every other dose is discovered from the entry-point group.

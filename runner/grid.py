@@ -114,10 +114,10 @@ def _check_doses(v: list[str]) -> list[str]:
 class Resources(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    num_cpus: float = Field(1, gt=0)
-    num_gpus: float = Field(0, ge=0)
+    num_cpus: float = Field(default=1, gt=0)
+    num_gpus: float = Field(default=0, ge=0)
     custom: dict[str, float] = Field(default_factory=dict)
-    max_retries: int = Field(3, ge=0, description="Ray task retries on worker death")
+    max_retries: int = Field(default=3, ge=0, description="Ray task retries on worker death")
 
 
 class GridSpec(BaseModel):
@@ -151,9 +151,10 @@ class GridSpec(BaseModel):
                 for d in self.axes.axis_for(c, "doses"):
                     for s in self.axes.axis_for(c, "seeds"):
                         try:
-                            cfg = RunConfig(corpus=corpus, model=self.model, optim=self.optim,
-                                            train={**self.train, "budget": b, "seed": s}, schedule=self.schedule,
-                                            probes=self.probes, dose=d, intervention=self.intervention)
+                            cfg = RunConfig.model_validate(dict(
+                                corpus=corpus, model=self.model, optim=self.optim,
+                                train={**self.train, "budget": b, "seed": s}, schedule=self.schedule,
+                                probes=self.probes, dose=d, intervention=self.intervention))
                         except ValidationError as e:
                             raise ValueError(f"cell corpus={corpus.get('name')} budget={b} dose={d} seed={s}: "
                                              f"{field_error(e)}") from None

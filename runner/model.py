@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from runner.config import ModelConfig, RunConfig
+from runner.store import RunDir
 
 
 def build_model(cfg: ModelConfig, d_vocab: int, seed: int):
@@ -32,7 +33,8 @@ def n_params(model) -> int:
 
 
 def weights_path(run_dir: str | Path, step: int) -> Path:
-    return Path(run_dir) / "weights" / f"step_{step:07d}.safetensors"
+    """``RunDir(run_dir).weights(step)``."""
+    return RunDir(run_dir).weights(step)
 
 
 def save_weights(model, path: Path) -> None:
@@ -51,19 +53,18 @@ def load_model(run_dir: str | Path, step: int | None = None):
 
     from safetensors.torch import load_file
 
-
-    run_dir = Path(run_dir)
-    cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())
-    meta = json.loads((run_dir / "run.json").read_text())
+    run = RunDir(run_dir)
+    cfg = RunConfig.model_validate_json(run.config.read_text())
+    meta = json.loads(run.meta.read_text())
     if step is None:
-        files = sorted((run_dir / "weights").glob("step_*.safetensors"))
+        files = run.weight_files()
         if not files:
-            raise FileNotFoundError(f"{run_dir} has no checkpoints yet")
+            raise FileNotFoundError(f"{run.path} has no checkpoints yet")
         path = files[-1]
     else:
-        path = weights_path(run_dir, step)
+        path = run.weights(step)
         if not path.exists():
-            raise FileNotFoundError(f"{run_dir}: no checkpoint at step {step}")
+            raise FileNotFoundError(f"{run.path}: no checkpoint at step {step}")
     model = build_model(cfg.model, meta["d_vocab"], cfg.train.seed)
     model.load_state_dict(load_file(str(path)))
     model.eval()

@@ -27,10 +27,11 @@ class Registry(Generic[T]):
 
     def _discover(self) -> None:
         """Load every entry point of the group once (name -> object), refusing duplicates."""
-        if self._discovered:
+        group = self.entry_point_group
+        if self._discovered or group is None:
             return
         self._discovered = True
-        for ep in entry_points(group=self.entry_point_group):
+        for ep in entry_points(group=group):
             if ep.name not in self._items:  # registered by hand already (tests, notebooks)
                 self.register(ep.name, ep.load())
 

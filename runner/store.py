@@ -1,4 +1,5 @@
-"""The run's zarr v3 store: per-item log-probs and aggregates at every scored checkpoint.
+"""A run's folder (:class:`RunDir`, which names every path in it) and its zarr v3 store
+(:class:`RunStore`: per-item log-probs and aggregates at every scored checkpoint).
 
 Layout of a run group (the root of ``<run>/store.zarr``, or ``runs/<run_id>`` inside a sweep's
 store); every array carries ``dimension_names`` so ``xarray.open_zarr(path, group=...)`` names
@@ -21,6 +22,8 @@ the run finishes.
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,30 +36,115 @@ def _utcnow() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
 
 
-def store_location(run_dir: str | Path) -> tuple[Path, str]:
-    """Where a run's group lives: ``run.json``'s ``store`` entry (a sweep's shared store), else
-    ``<run_dir>/store.zarr`` at its root."""
-    import json
+class RunDir:
+    """The layout of one run folder; every path of a run is named here and nowhere else::
 
-    run_dir = Path(run_dir)
-    meta = run_dir / "run.json"
-    if meta.exists():
-        loc = json.loads(meta.read_text()).get("store")
-        if loc:
-            return (run_dir / loc["path"]).resolve(), loc["group"]
-    return run_dir / "store.zarr", ""
+        <run>/config.json                   the RunConfig
+        <run>/run.json                      what was trained on (corpus, sizes, world, store location)
+        <run>/tokenizer.json                the corpus tokenizer
+        <run>/weights/step_<t:07d>.safetensors  model weights at every scored step t
+        <run>/checkpoints/                  DeepSpeed resume state (the last few tags)
+        <run>/store.zarr                    the scores (or a group ``runs/<run_id>`` of a sweep's store)
+        <run>/summary.json, trajectory.png  figures and plot
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def meta(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.path / "tokenizer.json"
+
+    @property
+    def weights_dir(self) -> Path:
+        return self.path / "weights"
+
+    def weights(self, step: int) -> Path:
+        """The safetensors file of the weights after ``step`` updates."""
+        return self.weights_dir / f"step_{step:07d}.safetensors"
+
+    def weight_files(self) -> list[Path]:
+        """Every saved weights file, in step order."""
+        return sorted(self.weights_dir.glob("step_*.safetensors"))
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def trajectory_png(self) -> Path:
+        return self.path / "trajectory.png"
+
+    def is_run(self) -> bool:
+        return self.meta.exists() and self.config.exists()
+
+    # ---- the store ---------------------------------------------------------------------------
+    def planned_store(self, store_root: str | Path | None = None) -> tuple[Path, str]:
+        """Where a run being trained writes its scores: group ``runs/<run_id>`` of a sweep's
+        shared store at ``store_root``, else the root of ``<run>/store.zarr``. Pure (reads no
+        file), so every rank of a job agrees before ``run.json`` exists."""
+        if store_root is not None:
+            return Path(store_root).resolve(), f"runs/{self.name}"
+        return self.path / "store.zarr", ""
+
+    def store_record(self, store_root: str | Path | None = None) -> dict:
+        """``run.json``'s ``store`` entry for :meth:`planned_store` (path relative to the run)."""
+        path, group = self.planned_store(store_root)
+        return {"path": os.path.relpath(path, self.path.resolve() if store_root is not None else self.path),
+                "group": group}
+
+    def store_location(self) -> tuple[Path, str]:
+        """Where the run's group lives: ``run.json``'s ``store`` entry (a sweep's shared store),
+        else ``<run>/store.zarr`` at its root."""
+        if self.meta.exists():
+            loc = json.loads(self.meta.read_text()).get("store")
+            if loc:
+                return (self.path / loc["path"]).resolve(), loc["group"]
+        return self.path / "store.zarr", ""
+
+    def open_store(self) -> "RunStore":
+        """The run's :class:`RunStore`; FileNotFoundError before the first score is written."""
+        path, group = self.store_location()
+        if not (path / group / "zarr.json").exists():
+            raise FileNotFoundError(f"{self.path}: no scores yet (expected a zarr group at {path}/{group})")
+        return RunStore(path, group)
+
+
+def store_location(run_dir: str | Path) -> tuple[Path, str]:
+    """``RunDir(run_dir).store_location()``."""
+    return RunDir(run_dir).store_location()
 
 
 def is_run_dir(path: str | Path) -> bool:
-    path = Path(path)
-    return (path / "run.json").exists() and (path / "config.json").exists()
+    """``RunDir(path).is_run()``."""
+    return RunDir(path).is_run()
 
 
 def open_run_store(run_dir: str | Path) -> "RunStore":
-    path, group = store_location(run_dir)
-    if not (path / group / "zarr.json").exists():
-        raise FileNotFoundError(f"{run_dir}: no scores yet (expected a zarr group at {path}/{group})")
-    return RunStore(path, group)
+    """``RunDir(run_dir).open_store()``."""
+    return RunDir(run_dir).open_store()
 
 
 def group_complete(path: Path, group: str = "") -> bool:

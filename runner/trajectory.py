@@ -112,14 +112,16 @@ def family_figures(steps: np.ndarray, conflict: np.ndarray, agree: np.ndarray, c
     }
 
 
+def figures_from_store(store: RunStore, family: str, k: Classifier = Classifier()) -> dict:
+    """:func:`family_figures` of one family's stored trajectory (heldout conflict and agree
+    accuracy, CM); the one place that reads these series for the classifier."""
+    return family_figures(store.series(f"{family}/step"), store.series(f"{family}/acc_conflict_heldout"),
+                          store.series(f"{family}/acc_agree_heldout"), store.series(f"{family}/cm"), k)
+
+
 def run_figures(store: RunStore, k: Classifier = Classifier()) -> dict:
     """``{family: figures}`` from a run's store (heldout split)."""
-    out = {}
-    for fam in store.families():
-        steps = store.series(f"{fam}/step")
-        out[fam] = family_figures(steps, store.series(f"{fam}/acc_conflict_heldout"),
-                                  store.series(f"{fam}/acc_agree_heldout"), store.series(f"{fam}/cm"), k)
-    return out
+    return {fam: figures_from_store(store, fam, k) for fam in store.families()}
 
 
 def write_summary(run_dir: str | Path, k: Classifier = Classifier()) -> dict:
@@ -132,6 +134,5 @@ def write_summary(run_dir: str | Path, k: Classifier = Classifier()) -> dict:
         "classifier": asdict(k),
         "families": run_figures(store, k),
     }
-
     write_json_atomic(run_dir / "summary.json", summary)
     return summary

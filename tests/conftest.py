@@ -1,4 +1,8 @@
-"""Shared helpers: tiny configs, seeded RNGs, a built tiny corpus."""
+"""Fixtures shared by every test (offline hub variables, seeded RNGs, a local Ray).
+
+Plain helpers (tiny configs and grid specs) live in :mod:`tests.helpers`: import them from there,
+not from this file.
+"""
 
 from __future__ import annotations
 
@@ -16,64 +20,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # Inherited by the subprocesses the tests start.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from runner.config import RunConfig  # noqa: E402
-
-REFERENCE_BATTERY = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference", "batteries",
-                                 "rvp4.jsonl")
-
-
-TINY_GRID = """
-name = "{name}"
-[axes]
-corpora = {corpora}
-budgets = ["packed"]
-seeds = {seeds}
-[corpus]
-n_stories = {n_stories}
-[model]
-d_model = 32
-n_heads = 2
-d_mlp = 64
-[train]
-steps = {steps}
-batch_size = 16
-[schedule]
-every = 20
-[probes]
-n_per_cell = 8
-n_neutral = 4
-{probes_extra}
-[resources]
-num_cpus = 1
-{extra}
-"""
-
-
-def tiny_grid_spec(path, *, name: str = "t", corpora: str = '["web"]', seeds=(1,), steps: int = 40,
-                   probes_extra: str = "", extra: str = ""):
-    """Write a grid spec of tiny cells (2-layer d32 model, ``steps`` steps, a checkpoint every 20,
-    8-item probe cells) to ``path`` and return it. ``corpora`` is the TOML value of
-    ``axes.corpora``; ``probes_extra`` lands in ``[probes]``, ``extra`` in ``[resources]``."""
-    path.write_text(TINY_GRID.format(name=name, corpora=corpora, seeds=list(seeds), steps=steps,
-                                     n_stories=max(2000, steps * 16), probes_extra=probes_extra, extra=extra))
-    return path
-
-
-def tiny_run_config(**overrides) -> RunConfig:
-    """A run that trains in seconds: 2-layer d32 model, 60 steps, checkpoint every 20.
-
-    Overrides are nested dicts per concern, e.g. ``tiny_run_config(train={"steps": 40})``.
-    """
-    base = {
-        "corpus": {"name": "web", "n_stories": 2000, "seed": 0},
-        "model": {"n_layers": 2, "d_model": 32, "n_heads": 2, "d_mlp": 64, "n_ctx": 64},
-        "train": {"steps": 60, "batch_size": 16, "seed": 7},
-        "schedule": {"every": 20, "dense_every": None, "keep_resume": 2},
-        "probes": {"n_per_cell": 8, "n_neutral": 4},
-    }
-    for k, v in overrides.items():
-        base[k] = {**base.get(k, {}), **v}
-    return RunConfig(**base)
+from tests.helpers import REFERENCE_BATTERY  # noqa: E402  (after the offline variables)
 
 
 @pytest.fixture(autouse=True)

@@ -16,8 +16,11 @@ CI: percentile bootstrap of the pooled ratio (rule + 1) / (prior + 1), resamplin
 
 Calibration (``fit_critical_ratio``). From finished runs that varied support: x = log support
 ratio of the stream each run saw, y = 1 for RECOVERED, 0 for DISPLACED; an UNSTABLE or
-INTERMEDIATE run counts by its final against the midpoint of the two thresholds (0.7 with the
-registered constants), since short noisy final windows make UNSTABLE common; NEVER is left out.
+INTERMEDIATE run counts by its final against the midpoint of the two thresholds (the survival
+line: 0.7 with the paper's constants), since short noisy final windows make UNSTABLE common; NEVER
+is left out. Runs are labelled as the verdict labels them: under a locked prereg's constants (with
+the amendments in force for each run's data) when one is given, else the paper's; quarantined
+seeds stay sealed. ``calibrate`` does all of it and returns a :class:`Calibration`.
 If the two classes separate, f* is the geometric midpoint of the gap and its interval the gap
 itself; otherwise a logistic fit p = sigmoid(a + b x) gives f* = exp(-a / b) with a bootstrap
 interval over runs. A corpus is *at risk* when its ratio's CI lies below f*'s interval, *safe*
@@ -26,22 +29,22 @@ when above, *undetermined* otherwise.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from runner._io import write_json_atomic
-from runner.analysis.prereg import unregistered
+from runner.analysis.prereg import Locked, unregistered
 from runner.analysis.verdicts import find_runs, run_verdict, support_ratio
 from runner.data.corpora import load_corpus, world_tokenizer
 from runner.data.support import (
     class_ids,
     cue_positions_by_row,
+    documents,
     scan_contested,
     template_ids,
+    window_events,
 )
 from runner.trajectory import Classifier
 from runner.world import vocab as V
@@ -106,17 +109,18 @@ def read_documents(path: str | Path, *, text_column: str = "text", tokenizer_pat
 
         def npy():
             for i in range(0, len(arr), block):
-                yield [np.asarray(r) if pad is None else np.asarray(r)[np.asarray(r) != pad] for r in arr[i : i + block]]
+                rows = [np.asarray(r) for r in arr[i : i + block]]
+                yield rows if pad is None else [r[r != pad] for r in rows]
 
         return tok, -1 if pad is None else pad, npy(), len(arr)
     tok = Tokenizer.from_file(str(tokenizer_path)) if tokenizer_path else audit_tokenizer()
     pad = tok.token_to_id(V.PAD)
     pad = -1 if pad is None else pad
     if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
-        from datasets import load_from_disk
+        from datasets import DatasetDict, load_from_disk
 
         ds = load_from_disk(str(path))
-        if hasattr(ds, "keys") and not hasattr(ds, "column_names"):
+        if isinstance(ds, DatasetDict):  # a dataset with splits: the first split by name
             ds = ds[sorted(ds.keys())[0]]
         if text_column not in ds.column_names:
             raise AuditError(f"{path}: text column {text_column!r} not in {ds.column_names}; pass --text-column")
@@ -139,42 +143,25 @@ def read_documents(path: str | Path, *, text_column: str = "text", tokenizer_pat
 
 
 # ---- per-document counting -----------------------------------------------------------------------
-def _pad_block(docs: list[np.ndarray], pad: int, k: int) -> np.ndarray:
-    """Documents as rows, each followed by at least ``k`` pads (so no window crosses into the next)."""
-    width = max((len(d) for d in docs), default=0) + k
-    out = np.full((len(docs), width), pad, dtype=np.int64)
-    for i, d in enumerate(docs):
-        out[i, : len(d)] = d
-    return out
-
-
 def doc_counts(docs: list[np.ndarray], tokenizer, families: list[str], pad: int, k: int = 16) -> dict:
-    """``{family: {mode: (rule per doc, prior per doc)}}`` for one block, pooled over cue classes."""
-    rows = _pad_block(docs, pad, k)
-    flat, width = rows.reshape(-1), rows.shape[1]
+    """``{family: {mode: (rule per doc, prior per doc)}}`` for one block, pooled over cue classes;
+    the support counter's per-document definitions (:func:`runner.data.support.documents`,
+    :func:`runner.data.support.window_events`): a window never crosses a document."""
+    block = documents(docs, pad, k)
+    n = block.n
     out: dict = {}
     for name in families:
         fam = RULES.get(name)
-        n = len(docs)
         rule_w, prior_w = np.zeros(n, np.int32), np.zeros(n, np.int32)
         for ids in class_ids(fam, tokenizer):
-            answers = np.nonzero(np.isin(flat, np.concatenate([ids.rule, ids.prior])))[0]
-            cues = np.nonzero(np.isin(flat, ids.cues))[0]
-            if not len(cues) or not len(answers):
-                continue
-            j = np.searchsorted(answers, cues, side="right")
-            ok = j < len(answers)
-            cue_pos, nxt = cues[ok], answers[j[ok]]
-            near = nxt - cue_pos <= k
-            cue_pos, nxt = cue_pos[near], nxt[near]
-            doc = cue_pos // width
-            rule_w += np.bincount(doc[np.isin(flat[nxt], ids.rule)], minlength=n).astype(np.int32)
-            prior_w += np.bincount(doc[np.isin(flat[nxt], ids.prior)], minlength=n).astype(np.int32)
+            rule, prior, _ = window_events(block, ids, k)
+            rule_w += rule.astype(np.int32)
+            prior_w += prior.astype(np.int32)
         modes = {"windowed": (rule_w, prior_w)}
         if isinstance(fam, InductionRule) and "contested" in fam.support_modes:
             t = template_ids(fam, tokenizer)
             rule_c, prior_c = np.zeros(n, np.int32), np.zeros(n, np.int32)
-            for i, (row, pos) in enumerate(zip(rows.tolist(), cue_positions_by_row(rows, t))):
+            for i, (row, pos) in enumerate(zip(block.rows.tolist(), cue_positions_by_row(block.rows, t))):
                 for _, won in scan_contested(row, t, pos):
                     if won:
                         rule_c[i] += 1
@@ -266,36 +253,95 @@ def audit_corpus(path: str | Path, families: list[str], *, text_column: str = "t
 
 
 # ---- calibration -----------------------------------------------------------------------------------
-def calibration_points(sweeps: list[str | Path], family: str, mode: str) -> list[dict]:
-    """(run, support ratio the run saw, label, final) for every complete run in the sweeps."""
+def survival_line(k: Classifier) -> float:
+    """The final above which an UNSTABLE or INTERMEDIATE run counts as survived: the midpoint of
+    the DISPLACED and RECOVERED thresholds."""
+    return (k.displaced + k.recovered) / 2
 
+
+def survived(p: dict, k: Classifier | None = None) -> bool:
+    """RECOVERED -> True, DISPLACED -> False, others by final against the survival line of ``k``,
+    else of the classifier the point's run was labelled with (``p["classifier"]``), else the
+    paper's."""
+    if p["label"] in ("recovered", "displaced"):
+        return p["label"] == "recovered"
+    k = k or (Classifier(**p["classifier"]) if "classifier" in p else Classifier())
+    return p["final"] >= survival_line(k)
+
+
+def calibration_points(sweeps: list[str | Path], family: str, mode: str, locked: Locked | None = None) -> list[dict]:
+    """(run, support ratio the run saw, label, final, survived) for every complete run in the sweeps,
+    each labelled as the verdict labels it under ``locked`` (the constants in force for its data;
+    quarantined seeds stay sealed); default: no prereg, the paper's constants."""
+    locked = locked or unregistered()
     pts = []
     for sw in sweeps:
         for d in find_runs(sw):
-            v = run_verdict(d, unregistered())
+            v = run_verdict(d, locked)
             f = v["families"].get(family)
             if not v.get("complete") or not f or "final" not in f:
                 continue
             ratio = (support_ratio(d, family) or {}).get(mode)
             if ratio is not None:
-                pts.append({"run": d.name, "sweep": str(sw), "ratio": ratio, "label": f["label"], "final": f["final"]})
+                p = {"run": d.name, "sweep": str(sw), "ratio": ratio, "label": f["label"], "final": f["final"],
+                     "classifier": v["classifier"]}
+                line = survival_line(Classifier(**v["classifier"]))
+                pts.append({**p, "survived": survived(p), "survival_line": line})
     return pts
 
 
-def survived(p: dict, displaced: float = Classifier.displaced, recovered: float = Classifier.recovered) -> bool:
-    """RECOVERED -> True, DISPLACED -> False, others by final against the midpoint."""
-    if p["label"] in ("recovered", "displaced"):
-        return p["label"] == "recovered"
-    return p["final"] >= (displaced + recovered) / 2
+@dataclass
+class Calibration:
+    """A fitted calibration of one family and support mode (:func:`calibrate`); ``to_json`` is the
+    ``<sweep>/calibration/<family>-<mode>.json`` document the report reads."""
+
+    family: str
+    mode: str
+    sweeps: list[str]
+    classifier: Classifier  # the locked constants (amendments apply per run, see ``points``)
+    prereg: dict | None  # {"path", "sha256"} of the locked prereg; None without one
+    points: list[dict]
+    fit: dict
+    audited: dict | None = None  # {"corpus", "rule", "prior", "ratio", "ci", "call"} once assessed
+
+    @property
+    def survival_lines(self) -> list[float]:
+        return sorted({p["survival_line"] for p in self.points})
+
+    def assess(self, corpus: str | Path, counts: dict) -> str:
+        """The call on an audited corpus's ``counts`` (``{rule, prior, ratio, ci}``), kept in ``audited``."""
+        call = risk(counts["ci"], self.fit)
+        self.audited = {"corpus": str(corpus), **counts, "call": call}
+        return call
+
+    def to_json(self) -> dict:
+        return {"family": self.family, "mode": self.mode, "sweeps": self.sweeps, "prereg": self.prereg,
+                "classifier": asdict(self.classifier), "survival_lines": self.survival_lines,
+                "points": self.points, "fit": self.fit, "audited": self.audited,
+                "call": (self.audited or {}).get("call")}
 
 
-def fit_critical_ratio(points: list[dict], n_boot: int = 500, seed: int = 0) -> dict:
-    """f* (the ratio where the final label turns from displaced to recovered) with an interval."""
+def calibrate(sweeps: list[str | Path], family: str, mode: str | None = None, locked: Locked | None = None,
+              n_boot: int = 500) -> Calibration:
+    """Points from the sweeps' complete runs, labelled under ``locked`` (default: no prereg, the
+    paper's constants), and the f* fit on them; see the module docstring."""
+    RULES.get(family)
+    mode = mode or default_mode(family)
+    pts = calibration_points(sweeps, family, mode, locked)
+    prereg = {"path": locked.path, "sha256": locked.record["sha256"]} if locked and locked.record["sha256"] else None
+    k = (locked or unregistered()).classifier_at(None)
+    return Calibration(family, mode, [str(s) for s in sweeps], k, prereg, pts, fit_critical_ratio(pts, n_boot))
+
+
+def fit_critical_ratio(points: list[dict], n_boot: int = 500, seed: int = 0,
+                       classifier: Classifier | None = None) -> dict:
+    """f* (the ratio where the final label turns from displaced to recovered) with an interval;
+    survival as :func:`survived` calls it (``classifier``, else each point's own)."""
     from scipy.optimize import minimize
 
     use = [p for p in points if p["label"] != "never" and p["label"] != "incomplete"]
     x = np.log([max(p["ratio"], 1e-9) for p in use])
-    y = np.array([survived(p) for p in use], float)
+    y = np.array([survived(p, classifier) for p in use], float)
     base = {"n_points": len(use), "n_recovered": int(y.sum()), "n_displaced": int(len(y) - y.sum()),
             "left_out": [p["run"] for p in points if p not in use]}
     if y.sum() == 0 or y.sum() == len(y):
@@ -339,9 +385,3 @@ def risk(ratio_ci: list[float], fit: dict) -> str:
 def default_mode(family: str) -> str:
     fam = RULES.get(family)
     return "contested" if "contested" in fam.support_modes else fam.support_modes[0]
-
-
-def write_json(path: Path, obj) -> Path:
-
-    write_json_atomic(path, json.loads(json.dumps(obj, default=float)))
-    return path

@@ -10,8 +10,8 @@ model actually saw (pooled over cue classes, counted on the intervened stream). 
 including the baseline: Spearman rho(dose, seed-mean CM_final) and rho(dose, seed-mean final).
 
 The asymmetry table answers, per intervention and family: does any dose bring a seed-mean final
-that was not DISPLACED at dose 0 to DISPLACED (<= ``displaced``: it kills), or one that was not
-RECOVERED to RECOVERED (>= ``recovered``: it rescues), and from which dose.
+that was not DISPLACED at dose 0 to DISPLACED (<= the classifier's ``displaced``: it kills), or one
+that was not RECOVERED to RECOVERED (>= its ``recovered``: it rescues), and from which dose.
 """
 
 from __future__ import annotations
@@ -20,15 +20,9 @@ from collections import defaultdict
 
 import numpy as np
 
+from runner.analysis.stats import spearman
 from runner.doses import parse_dose
-
-
-def _spearman(x, y) -> float | None:
-    from scipy.stats import spearmanr
-
-    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
-        return None
-    return float(spearmanr(x, y).statistic)
+from runner.trajectory import Classifier
 
 
 def treatment(g: dict) -> str:
@@ -36,70 +30,84 @@ def treatment(g: dict) -> str:
     return g["intervention"] + (f" (steps {g['window']})" if g.get("window") else "")
 
 
-def dose_response(runs: list[dict], support_of, displaced: float = 0.6, recovered: float = 0.8) -> dict:
-    """``runs``: run verdicts (with ``dose``, ``corpus``, ``budget``, ``complete``, ``families``);
-    ``support_of(run, family) -> {mode: ratio}``. Returns ``{"groups": [...], "asymmetry": [...]}``."""
-    done = [r for r in runs if r.get("complete") and not r.get("sealed")]
-    baselines = defaultdict(list)
-    dosed = defaultdict(list)
-    for r in done:
+def _by_treatment(runs: list[dict]) -> tuple[dict, dict]:
+    """(baselines by (corpus, budget), dosed runs as (level, run) by (intervention, corpus, budget,
+    window)) among the complete, unsealed runs."""
+    baselines, dosed = defaultdict(list), defaultdict(list)
+    for r in runs:
+        if not r.get("complete") or r.get("sealed"):
+            continue
         name, level = parse_dose(r.get("dose", "none"))
         if name == "none":
             baselines[(r["corpus"], r["budget"])].append(r)
         else:
             # the same dose in another window (e.g. only after step 4000) is another treatment
             dosed[(name, r["corpus"], r["budget"], r.get("window", ""))].append((level, r))
+    return baselines, dosed
+
+
+def _level(level: float, rs: list[dict], fam: str, support_of) -> dict:
+    figs = [r["families"][fam] for r in rs]
+    sup = support_of(rs[0], fam) or {}
+    return {
+        "dose": level, "dose_name": rs[0].get("dose", "none"), "n_seeds": len(rs),
+        "seeds": [r["seed"] for r in rs], "labels": [f["label"] for f in figs],
+        "finals": [f["final"] for f in figs], "cm_finals": [f["cm_final"] for f in figs],
+        "mean_final": float(np.mean([f["final"] for f in figs])),
+        "mean_cm_final": float(np.mean([f["cm_final"] for f in figs])),
+        "controls_valid": all(f.get("control_valid") for f in figs),
+        "support_windowed": sup.get("windowed"), "support_contested": sup.get("contested"),
+    }
+
+
+def _asymmetry(g: dict, k: Classifier) -> dict:
+    """Does some dose bring a rule that was not DISPLACED at dose 0 to DISPLACED (kills), or one
+    that was not RECOVERED at dose 0 to RECOVERED (rescues), under ``k``'s thresholds."""
+    levels, name = g["levels"], g["intervention"]
+    xs, means = [lv["dose"] for lv in levels], [lv["mean_final"] for lv in levels]
+    base = levels[0]["mean_final"] if g["has_baseline"] else None
+    kill_at = None if base is not None and base <= k.displaced else next(
+        (lv["dose"] for lv in levels if lv["dose"] > 0 and lv["mean_final"] <= k.displaced), None)
+    rescue_at = None if base is not None and base >= k.recovered else next(
+        (lv["dose"] for lv in levels if lv["dose"] > 0 and lv["mean_final"] >= k.recovered), None)
+    return {
+        "intervention": name, "window": g["window"], "corpus": g["corpus"], "family": g["family"],
+        "baseline_final": base,
+        "kills": kill_at is not None, "kills_from_dose": kill_at,
+        "rescues": rescue_at is not None, "rescues_from_dose": rescue_at,
+        "monotone_final": bool(all(b <= a + 1e-9 for a, b in zip(means, means[1:]))) if name == "kill"
+        else bool(all(b >= a - 1e-9 for a, b in zip(means, means[1:]))),
+        "max_dose": max(xs) if xs else None,
+        "max_support_contested": max((lv["support_contested"] or 0) for lv in levels) if levels else None,
+        "rho_cm_final": g["rho_cm_final"],
+    }
+
+
+def dose_response(runs: list[dict], support_of, classifier: Classifier = Classifier()) -> dict:
+    """``runs``: run verdicts (with ``dose``, ``corpus``, ``budget``, ``complete``, ``families``);
+    ``support_of(run, family) -> {mode: ratio}``; ``classifier``: whose DISPLACED and RECOVERED
+    thresholds the asymmetry table applies. Returns ``{"groups": [...], "asymmetry": [...]}``."""
+    baselines, dosed = _by_treatment(runs)
     groups, asym = [], []
     for (name, corpus, budget, window), items in sorted(dosed.items()):
-        fams = sorted({f for _, r in items for f in r["families"]})
-        for fam in fams:
+        for fam in sorted({f for _, r in items for f in r["families"]}):
             by_level = defaultdict(list)
-            for r in baselines.get((corpus, budget), []):
-                by_level[0.0].append(r)
+            by_level[0.0] += baselines.get((corpus, budget), [])
             for level, r in items:
                 by_level[level].append(r)
             levels = []
             for level in sorted(by_level):
                 rs = [r for r in by_level[level] if "final" in r["families"].get(fam, {})]
-                if not rs:
-                    continue
-                figs = [r["families"][fam] for r in rs]
-                sup = support_of(rs[0], fam) or {}
-                levels.append({
-                    "dose": level, "dose_name": rs[0].get("dose", "none"), "n_seeds": len(rs),
-                    "seeds": [r["seed"] for r in rs], "labels": [f["label"] for f in figs],
-                    "finals": [f["final"] for f in figs], "cm_finals": [f["cm_final"] for f in figs],
-                    "mean_final": float(np.mean([f["final"] for f in figs])),
-                    "mean_cm_final": float(np.mean([f["cm_final"] for f in figs])),
-                    "controls_valid": all(f.get("control_valid") for f in figs),
-                    "support_windowed": sup.get("windowed"), "support_contested": sup.get("contested"),
-                })
+                if rs:
+                    levels.append(_level(level, rs, fam, support_of))
             xs = [lv["dose"] for lv in levels]
             g = {"intervention": name, "window": window, "corpus": corpus, "budget": budget, "family": fam,
                  "levels": levels,
                  "has_baseline": bool(levels and levels[0]["dose"] == 0.0),
-                 "rho_cm_final": _spearman(xs, [lv["mean_cm_final"] for lv in levels]),
-                 "rho_final": _spearman(xs, [lv["mean_final"] for lv in levels])}
+                 "rho_cm_final": spearman(xs, [lv["mean_cm_final"] for lv in levels]),
+                 "rho_final": spearman(xs, [lv["mean_final"] for lv in levels])}
             groups.append(g)
-            means = [lv["mean_final"] for lv in levels]
-            base = levels[0]["mean_final"] if g["has_baseline"] else None
-            # kills: some dose brings a rule that was not DISPLACED at dose 0 to DISPLACED; rescues:
-            # some dose brings a rule that was not RECOVERED at dose 0 to RECOVERED
-            kill_at = None if base is not None and base <= displaced else next(
-                (lv["dose"] for lv in levels if lv["dose"] > 0 and lv["mean_final"] <= displaced), None)
-            rescue_at = None if base is not None and base >= recovered else next(
-                (lv["dose"] for lv in levels if lv["dose"] > 0 and lv["mean_final"] >= recovered), None)
-            asym.append({
-                "intervention": name, "window": window, "corpus": corpus, "family": fam,
-                "baseline_final": levels[0]["mean_final"] if g["has_baseline"] else None,
-                "kills": kill_at is not None, "kills_from_dose": kill_at,
-                "rescues": rescue_at is not None, "rescues_from_dose": rescue_at,
-                "monotone_final": bool(all(b <= a + 1e-9 for a, b in zip(means, means[1:]))) if name == "kill"
-                else bool(all(b >= a - 1e-9 for a, b in zip(means, means[1:]))),
-                "max_dose": max(xs) if xs else None,
-                "max_support_contested": max((lv["support_contested"] or 0) for lv in levels) if levels else None,
-                "rho_cm_final": g["rho_cm_final"],
-            })
+            asym.append(_asymmetry(g, classifier))
     return {"groups": groups, "asymmetry": asym}
 
 
@@ -119,6 +127,6 @@ def cross_model(runs: list[dict]) -> dict:
                          "peak": f["peak"], "peak_step": f["peak_step"], "final": f["final"],
                          "depth": f["peak"] - f["final"], "onset": f.get("onset"), "cm_final": f["cm_final"]})
         if rows:
-            out[fam] = {"models": rows, "rho_size_final": _spearman([r["size_rank"] for r in rows],
+            out[fam] = {"models": rows, "rho_size_final": spearman([r["size_rank"] for r in rows],
                                                                    [r["final"] for r in rows])}
     return out

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from runner.store import open_run_store
 from runner.train.monitor import TrendConfig, replay
-from runner.trajectory import family_figures
+from runner.trajectory import Classifier, figures_from_store
 
 
-def replay_run(run_dir, family: str, k: TrendConfig = TrendConfig(), n: int = 64) -> dict:
+def replay_run(run_dir, family: str, k: TrendConfig = TrendConfig(), n: int = 64,
+               classifier: Classifier = Classifier()) -> dict:
     """What a live monitor would have said on a finished run: its frozen probe set's CM
     recomputed from the stored per-item log-probs, replayed through :func:`replay`; with the
-    run's label and collapse onset, the lead time (onset - first warning) or a false alarm (a
-    warning on a run that ends RECOVERED)."""
+    run's label and collapse onset under ``classifier``, the lead time (onset - first warning) or
+    a false alarm (a warning on a run that ends RECOVERED)."""
 
     store = open_run_store(run_dir)
     g = store.g[family]
@@ -20,8 +21,7 @@ def replay_run(run_dir, family: str, k: TrendConfig = TrendConfig(), n: int = 64
     diff = store.series(f"{family}/logp_correct")[:, idx] - store.series(f"{family}/logp_distractor")[:, idx]
     steps = store.series(f"{family}/step")
     ws = replay(steps, diff.mean(axis=1), k)
-    fig = family_figures(steps, store.series(f"{family}/acc_conflict_heldout"),
-                         store.series(f"{family}/acc_agree_heldout"), store.series(f"{family}/cm"))
+    fig = figures_from_store(store, family, k=classifier)
     onset = fig.get("onset")
     # the collapse event: the behavioural onset, else (a run whose conflict ends between 0.5 and
     # 0.6, so no onset) the CM zero-crossing

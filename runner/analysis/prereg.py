@@ -39,6 +39,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from runner import __version__
+from runner._io import utcnow, write_json_atomic
 from runner.config import load_toml_model
 from runner.trajectory import Classifier
 
@@ -52,10 +53,6 @@ class PreregError(ValueError):
 
 def _t(iso: str) -> _dt.datetime:
     return _dt.datetime.fromisoformat(iso)
-
-
-def utcnow() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 class Prediction(BaseModel):
@@ -160,12 +157,6 @@ def _git_commit(cwd: Path) -> str | None:
         return None
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
 def lock(path: str | Path) -> dict:
     """Lock the prereg: refuse if already locked (amend instead)."""
     path = Path(path)
@@ -181,7 +172,7 @@ def lock(path: str | Path) -> dict:
         "git_commit": _git_commit(path.resolve().parent),
         "amendments": [],
     }
-    _write_json(lp, rec)
+    write_json_atomic(lp, rec)
     return rec
 
 
@@ -206,7 +197,8 @@ def verify(path: str | Path) -> dict:
     for i, a in enumerate(rec["amendments"]):
         body = {k: v for k, v in a.items() if k != "hash"}
         if a.get("prev") != prev or _amendment_hash(prev, body) != a.get("hash"):
-            raise PreregError(f"{lp}: amendment {i + 1} does not chain (edited lock file?); restore it from version control")
+            raise PreregError(f"{lp}: amendment {i + 1} does not chain (edited lock file?); "
+                              "restore it from version control")
         prev = a["hash"]
     return rec
 
@@ -219,13 +211,14 @@ def amend(path: str | Path, changes: dict[str, Any], reason: str) -> dict:
     for key, val in changes.items():
         section, _, name = key.partition(".")
         if section != "classifier" or name not in {f.name for f in fields(Classifier)}:
-            raise PreregError(f"amendment key {key!r}: only classifier.<constant> can be amended, e.g. classifier.displaced=0.55")
+            raise PreregError(f"amendment key {key!r}: only classifier.<constant> can be amended, "
+                              "e.g. classifier.displaced=0.55")
         if not isinstance(val, (int, float)):
             raise PreregError(f"amendment {key}: value must be a number, got {val!r}")
     prev = rec["amendments"][-1]["hash"] if rec["amendments"] else rec["sha256"]
     body = {"n": len(rec["amendments"]) + 1, "utc": utcnow(), "changes": changes, "reason": reason, "prev": prev}
     rec["amendments"].append({**body, "hash": _amendment_hash(prev, body)})
-    _write_json(lock_path(path), rec)
+    write_json_atomic(lock_path(path), rec)
     return rec
 
 

@@ -27,10 +27,11 @@ import numpy as np
 
 from runner.analysis.dose_response import cross_model, dose_response
 from runner.analysis.prereg import OPS, Locked, Prediction, log_unseal
+from runner.analysis.stats import spearman
 from runner.config import RunConfig
 from runner.data.support import corpus_support, pooled
 from runner.store import is_run_dir, open_run_store
-from runner.trajectory import Classifier, _final, family_figures, smooth
+from runner.trajectory import Classifier, _final, figures_from_store, smooth
 
 N_BOOT = 2000
 
@@ -103,8 +104,7 @@ def run_verdict(run_dir: Path, locked: Locked, unseal: bool = False) -> dict:
         cond, split = store.g[fam]["condition"][:], store.g[fam]["split"][:]
         m = (cond == "conflict") & (split == "heldout")
         diff = store.series(f"{fam}/logp_correct")[:, m] - store.series(f"{fam}/logp_distractor")[:, m]
-        f = family_figures(steps, store.series(f"{fam}/acc_conflict_heldout"),
-                           store.series(f"{fam}/acc_agree_heldout"), store.series(f"{fam}/cm"), k)
+        f = figures_from_store(store, fam, k)
         if "peak" in f:
             chance = 0.5
             f["transience"] = (f["peak"] - f["final"]) / (f["peak"] - chance) if f["peak"] > chance else None
@@ -149,21 +149,14 @@ def score_prediction(pred: Prediction, runs: list[dict]) -> dict:
         extra = f" ({unfinished} more still training)" if unfinished else ""
         return {**res, "result": "VOID", "why": f"{len(matched)} complete runs{extra}, the quantifier expects {expect}",
                 "status": status}
-    invalid = [f"{r['run']}: {req}" for r in matched for req in pred.requires if not r["families"][pred.family].get(req)]
+    invalid = [f"{r['run']}: {req}" for r in matched for req in pred.requires
+               if not r["families"][pred.family].get(req)]
     if invalid:
         return {**res, "result": "VOID", "why": "invalid instrument/control: " + "; ".join(invalid), "status": status}
     values = [r["families"][pred.family].get(pred.quantity) for r in matched]
     ok = [v is not None and OPS[pred.op](v, pred.value) for v in values]
     return {**res, "values": values, "successes": int(sum(ok)), "needed": need,
             "result": "PASS" if sum(ok) >= need else "FAIL", "status": status}
-
-
-def _spearman(x, y) -> float | None:
-    from scipy.stats import spearmanr
-
-    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
-        return None
-    return float(spearmanr(x, y).statistic)
 
 
 def across_runs(runs: list[dict], run_dirs: dict[str, Path]) -> dict:
@@ -188,7 +181,7 @@ def across_runs(runs: list[dict], run_dirs: dict[str, Path]) -> dict:
                 surv = [r[key] for r in rows if r["label"] == "recovered" and r[key] is not None]
                 disp = [r[key] for r in rows if r["label"] == "displaced" and r[key] is not None]
                 sep = bool(surv and disp and min(surv) > max(disp))
-                law[key] = {"spearman_rho": _spearman(xs, ys), "n": len(pts), "separates": sep,
+                law[key] = {"spearman_rho": spearman(xs, ys), "n": len(pts), "separates": sep,
                             "threshold": (min(surv) + max(disp)) / 2 if sep else None}
         depth = {}
         undosed = [r for r in rows if r["dose"] == "none"]
@@ -208,11 +201,14 @@ def verdict(path: str | Path, locked: Locked, unseal: bool = False) -> dict:
     runs = [run_verdict(d, locked, unseal) for d in dirs]
     by_name = {d.name: d for d in dirs}
     k = locked.classifier_at(None)
-    dr = dose_response(runs, lambda r, fam: support_ratio(by_name[r["run"]], fam), k.displaced, k.recovered)
+    dr = dose_response(runs, lambda r, fam: support_ratio(by_name[r["run"]], fam), k)
     return {
         "prereg": {"path": locked.path, "sha256": locked.record["sha256"], "locked_utc": locked.locked_utc,
                    "git_commit": locked.record.get("git_commit"), "amendments": locked.record["amendments"]},
         "unsealed": unseal,
+        # the constants applied across runs (dose-response kills / rescues, the report's across-runs
+        # plots): the locked ones; each run's own labels use ``runs[i]["classifier"]``
+        "classifier": asdict(k),
         "runs": runs,
         "across": across_runs([r for r in runs if not r["sealed"]], by_name),
         "dose_response": dr,

@@ -11,7 +11,6 @@ comes from training dynamics, never from a curriculum.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runner._io import utcnow
 from runner.config import CorpusConfig
 from runner.world import vocab as V
 from runner.world.presets import PRESETS, SyntheticSpec
@@ -98,22 +98,24 @@ def synthetic_rows(cfg: CorpusConfig, progress=None) -> np.ndarray:
 def hf_rows(cfg: CorpusConfig):
     """Rows from a ``datasets`` folder: train a tokenizer on its text, pack documents (each
     prefixed by ``<bos>``) into rows of ``story_tokens``; the tail that does not fill a row is dropped."""
-    from datasets import load_from_disk
+    from datasets import DatasetDict, load_from_disk
 
     path = cfg.name[3:]
     if not Path(path).exists():
         raise CorpusError(f"corpus {cfg.name!r}: no dataset folder at {path!r}; save one with Dataset.save_to_disk")
     ds = load_from_disk(path)
-    if hasattr(ds, "keys") and not hasattr(ds, "column_names"):
+    if isinstance(ds, DatasetDict):  # saved with its splits: read the first split by name
         ds = ds[sorted(ds.keys())[0]]
     if cfg.text_column not in ds.column_names:
         raise CorpusError(
             f"corpus {cfg.name!r}: text_column {cfg.text_column!r} not in columns {ds.column_names}; "
             "pass --text-column"
         )
-    texts = ds[cfg.text_column]
+    texts: list[str] = list(ds[cfg.text_column])
     tok = train_tokenizer(texts, cfg.vocab_size)
     bos = tok.token_to_id(V.BOS)
+    if bos is None:
+        raise CorpusError(f"corpus {cfg.name!r}: the trained tokenizer has no {V.BOS} token")
     stream: list[int] = []
     for enc in tok.encode_batch(texts):
         stream.append(bos)
@@ -199,7 +201,7 @@ def write_corpus(dest: Path, rows: np.ndarray, tok, config: dict, generator: dic
             "pad_id": int(pad),
             "vocab_size": int(tok.get_vocab_size()),
             "sha256": stream_sha256(rows),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": utcnow(timespec="seconds"),
             **extra,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -218,7 +220,7 @@ def write_corpus(dest: Path, rows: np.ndarray, tok, config: dict, generator: dic
 def load_corpus(path: str | Path) -> Corpus:
     """Open a built corpus folder; the token stream is checked against the manifest's sha256."""
     import datasets
-    from datasets import load_from_disk
+    from datasets import Dataset, load_from_disk
 
     datasets.disable_progress_bar()
     path = Path(path)
@@ -227,10 +229,13 @@ def load_corpus(path: str | Path) -> Corpus:
         raise CorpusError(f"{path} is not a built corpus (no manifest.json); build it with `ungrok corpus build`")
     manifest = json.loads(mf.read_text())
     ds = load_from_disk(str(path / "dataset"))
+    if not isinstance(ds, Dataset):
+        raise CorpusError(f"{path}/dataset holds splits, not the one token table a built corpus writes; rebuild it")
     # Rows have a fixed length: read the arrow column's flat values (memory-mapped) in one go.
     col = ds.data.column("input_ids").combine_chunks()
     rows = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.int32).reshape(
         len(ds), int(manifest["row_tokens"]))
     if stream_sha256(rows) != manifest["sha256"]:
-        raise CorpusError(f"{path}: token stream does not match the manifest's sha256; the corpus is corrupt, rebuild it")
+        raise CorpusError(f"{path}: token stream does not match the manifest's sha256; "
+                          "the corpus is corrupt, rebuild it")
     return Corpus(path=path, rows=rows, manifest=manifest)

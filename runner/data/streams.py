@@ -11,6 +11,7 @@ uninterrupted one would.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,10 +86,14 @@ class Streams:
     plan: DataPlan
     dosed_rows: np.ndarray | None = None
     dosed_plan: DataPlan | None = None
-    active: object = None  # step -> bool: read the intervened stream at this step?
+    active: Callable[[int], bool] | None = None  # read the intervened stream at this step?
+
+    def __post_init__(self) -> None:
+        if self.dosed_rows is not None and (self.dosed_plan is None or self.active is None):
+            raise ValueError("an intervened stream needs its plan and its window (dosed_plan, active)")
 
     def source(self, step: int) -> tuple[np.ndarray, DataPlan]:
-        if self.dosed_rows is not None and self.active(step):
+        if self.dosed_rows is not None and self.dosed_plan is not None and self.active and self.active(step):
             return self.dosed_rows, self.dosed_plan
         return self.rows, self.plan
 
@@ -107,4 +112,7 @@ def build_streams(cfg: RunConfig, corpora_dir: str | Path) -> tuple[Path, Path |
     if cfg.dose == "none":
         return base, None
     name, level = parse_dose(cfg.dose)
-    return base, DOSES.get(name).build(cfg, level, base)
+    intervention = DOSES.get(name)
+    if intervention is None or level is None:  # only "none" has neither, and it returned above
+        raise ValueError(f"dose {cfg.dose!r} names no intervention")
+    return base, intervention.build(cfg, level, base)

@@ -4,21 +4,40 @@ Three counts per family and cue class, all on token ids (any tokenizer; a cue or
 that is not a single token is skipped):
 
 - **windowed** (the paper's measure): for each cue token, the first rule-or-prior answer token
-  within ``k`` (16) tokens after it; rule support if it is the class's rule answer, prior
-  support if it is the other answer.
-- **bigram**: the token right after the cue is the rule answer vs the prior answer.
+  within ``k`` (16) tokens after it in the same document; rule support if it is the class's rule
+  answer, prior support if it is the other answer.
+- **bigram**: the token right after the cue (in the same document) is the rule answer vs the
+  prior answer (the windowed count with ``k = 1``).
 - **contested** (induction-keyed families on template corpora): only events where the
   competitor is live - the same key appeared earlier in the story with the other answer - and
   whether the rule's or the copied answer was shown. On the built-in corpora this recovers the
   generator's ``support`` parameter.
 
-``support_ratio = (rule + 1) / (prior + 1)``. Streams are processed in row blocks with a
-``k``-token look-ahead, so memory is bounded by the block size.
+``support_ratio = (rule + 1) / (prior + 1)``.
+
+**Documents.** Every count is taken within one document, and a window never crosses a document
+boundary: the next document's tokens are not context the model saw together with the cue. A
+document is one row of the token matrix - one training sequence: a story of a built-in corpus
+(``<bos>`` ... then ``<pad>`` to the row's end), a packed row of ``story_tokens`` tokens of an
+``hf:`` corpus (the model attends across the ``<bos>`` between packed texts inside a row, never
+across rows), a row of a ``.npy`` stream, or one text of a dataset or line of a text file for
+``ungrok audit``. Pad tokens are not tokens of the document (distances are counted without them).
+:func:`documents` and :func:`window_events` are this definition; ``ungrok support``
+(:func:`count_support`) and ``ungrok audit`` (:func:`runner.analysis.audit.doc_counts`) both
+count with them. Streams are processed in blocks of rows, so memory is bounded by the block size.
+
+**Cache.** :func:`corpus_support` keeps one file per key under ``<corpus>/support/``; the key is
+every input that changes the counts (:data:`SUPPORT_VERSION`, ``k``, the family's definition,
+the corpus stream and tokenizer), and a file is served only when its stored key equals the one
+asked for.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -26,6 +45,12 @@ import numpy as np
 from runner._io import write_json_atomic
 from runner.data.corpora import load_corpus
 from runner.world.rules import RULES, InductionRule, RuleFamily
+
+# Version of the counting definitions; bump it whenever a count can change for the same corpus,
+# family and k, so that no cached count of another definition is ever served.
+# 1: windows ran on the pad-free concatenation of rows (crossing documents);
+# 2: windows stay inside one document (row).
+SUPPORT_VERSION = 2
 
 
 @dataclass
@@ -76,28 +101,82 @@ def class_ids(family: RuleFamily, tokenizer) -> list[ClassIds]:
     return out
 
 
-def windowed_counts(stream: np.ndarray, ids: ClassIds, k: int = 16, n_cue_positions: int | None = None) -> Counts:
-    """Counts on a flat stream; only cues in the first ``n_cue_positions`` positions are counted
-    (the rest is look-ahead)."""
-    n = len(stream) if n_cue_positions is None else n_cue_positions
-    answers = np.nonzero(np.isin(stream, np.concatenate([ids.rule, ids.prior])))[0]
-    cues = np.nonzero(np.isin(stream[:n], ids.cues))[0]
-    if len(cues) == 0:
-        return Counts()
+@dataclass(frozen=True)
+class Documents:
+    """A block of documents, one per row: each row holds one document's tokens (pads removed,
+    order kept) followed by at least ``margin`` filler ids (-1, never a token), so that in the
+    row-major flattening no window of up to ``margin`` tokens reaches the next document."""
+
+    rows: np.ndarray  # (n_docs, width) int64
+    margin: int
+
+    @property
+    def n(self) -> int:
+        return int(self.rows.shape[0])
+
+
+FILLER = -1
+
+
+def documents(docs, pad_id: int | None = None, margin: int = 16) -> Documents:
+    """``docs``: a 2-D array (one document per row, ``pad_id`` padding anywhere in it) or a list
+    of 1-D arrays (one per document)."""
+    if isinstance(docs, np.ndarray) and docs.ndim == 2:
+        rows = docs.astype(np.int64, copy=True)
+        if pad_id is not None:
+            is_pad = rows == pad_id
+            if not (is_pad[:, 1:] >= is_pad[:, :-1]).all():  # a pad before a token: move pads last
+                order = np.argsort(is_pad, axis=1, kind="stable")
+                rows = np.take_along_axis(rows, order, axis=1)
+                is_pad = np.take_along_axis(is_pad, order, axis=1)
+            rows[is_pad] = FILLER
+        out = np.full((rows.shape[0], rows.shape[1] + margin), FILLER, dtype=np.int64)
+        out[:, : rows.shape[1]] = rows
+        return Documents(out, margin)
+    docs = [np.asarray(d) for d in docs]
+    if pad_id is not None:
+        docs = [d[d != pad_id] for d in docs]
+    out = np.full((len(docs), max((len(d) for d in docs), default=0) + margin), FILLER, dtype=np.int64)
+    for i, d in enumerate(docs):
+        out[i, : len(d)] = d
+    return Documents(out, margin)
+
+
+def window_events(docs: Documents, ids: ClassIds, k: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per document: (rule events, prior events, cues). For each cue token, the first rule-or-prior
+    answer token within ``k`` tokens after it in the same document decides the event."""
+    if k > docs.margin:
+        raise ValueError(f"window k={k} is wider than the documents' margin {docs.margin}; build them with margin >= k")
+    n, width = docs.n, docs.rows.shape[1]
+    flat = docs.rows.reshape(-1)
+    cues = np.nonzero(np.isin(flat, ids.cues))[0]
+    n_cues = np.bincount(cues // width, minlength=n)
+    answers = np.nonzero(np.isin(flat, np.concatenate([ids.rule, ids.prior])))[0]
+    zero = np.zeros(n, dtype=np.int64)
+    if not len(cues) or not len(answers):
+        return zero, zero.copy(), n_cues
     j = np.searchsorted(answers, cues, side="right")
     ok = j < len(answers)
-    nxt = answers[j[ok]]
-    nxt = nxt[nxt - cues[ok] <= k]
-    toks = stream[nxt]
-    return Counts(int(np.isin(toks, ids.rule).sum()), int(np.isin(toks, ids.prior).sum()), int(len(cues)))
+    cue_pos, nxt = cues[ok], answers[j[ok]]
+    near = nxt - cue_pos <= k  # with the margin, a window this short never leaves its row
+    doc, toks = cue_pos[near] // width, flat[nxt[near]]
+    return (np.bincount(doc[np.isin(toks, ids.rule)], minlength=n),
+            np.bincount(doc[np.isin(toks, ids.prior)], minlength=n), n_cues)
 
 
-def bigram_counts(stream: np.ndarray, ids: ClassIds, n_cue_positions: int | None = None) -> Counts:
-    n = len(stream) if n_cue_positions is None else n_cue_positions
-    cues = np.nonzero(np.isin(stream[:n], ids.cues))[0]
-    cues = cues[cues + 1 < len(stream)]
-    nxt = stream[cues + 1]
-    return Counts(int(np.isin(nxt, ids.rule).sum()), int(np.isin(nxt, ids.prior).sum()), int(len(cues)))
+def _total(events) -> Counts:
+    rule, prior, cues = events
+    return Counts(int(rule.sum()), int(prior.sum()), int(cues.sum()))
+
+
+def windowed_counts(stream: np.ndarray, ids: ClassIds, k: int = 16) -> Counts:
+    """Windowed counts of one document given as a flat stream of ids."""
+    return _total(window_events(documents(np.asarray(stream)[None, :], None, k), ids, k))
+
+
+def bigram_counts(stream: np.ndarray, ids: ClassIds) -> Counts:
+    """Bigram counts of one document given as a flat stream of ids (the windowed count, k = 1)."""
+    return _total(window_events(documents(np.asarray(stream)[None, :], None, 1), ids, 1))
 
 
 @dataclass(frozen=True)
@@ -183,42 +262,33 @@ def contested_counts(rows: np.ndarray, family: InductionRule, tokenizer) -> dict
     return out
 
 
-def _blocks(rows: np.ndarray, pad_id: int | None, block: int, k: int) -> Iterator[tuple[np.ndarray, int]]:
-    """Flat (pad-free) blocks of ``block`` rows, each with ``k`` tokens of look-ahead appended."""
-    def flat(r):
-        f = r.reshape(-1)
-        return f if pad_id is None else f[f != pad_id]
-
-    for i in range(0, len(rows), block):
-        cur = flat(rows[i : i + block])
-        ahead = flat(rows[i + block : i + block + 1])[:k] if i + block < len(rows) else np.empty(0, rows.dtype)
-        yield np.concatenate([cur, ahead]), len(cur)
-
-
-def count_support(rows: np.ndarray, tokenizer, families: Iterable[str], *, pad_id: int | None = None,
+def count_support(rows, tokenizer, families: Iterable[str], *, pad_id: int | None = None,
                   k: int = 16, block: int = 20_000, contested: bool = True, progress=None) -> dict:
-    """``{family: {class: {mode: {rule, prior, cues, ratio}}}}`` for the family's ``support_modes``
-    (``contested=False`` skips the per-story contested pass, e.g. on non-template text)."""
+    """``{family: {class: {mode: {rule, prior, cues, ratio}}}}`` for the family's ``support_modes``,
+    counted per document (``rows``: one document per row, see the module docstring);
+    ``contested=False`` skips the per-story contested pass, e.g. on non-template text."""
     fams = [RULES.get(f) for f in families]
     ids = {f.name: class_ids(f, tokenizer) for f in fams}
-    win = {f.name: {c.cls: Counts() for c in ids[f.name]} for f in fams}
-    big = {f.name: {c.cls: Counts() for c in ids[f.name]} for f in fams}
+    counts = {f.name: {c.cls: {"windowed": Counts(), "bigram": Counts()} for c in ids[f.name]} for f in fams}
     con = {f.name: {c: Counts() for c in f.cue_classes} for f in fams}
-    for bi, (stream, n) in enumerate(_blocks(rows, pad_id, block, k)):
+    for start in range(0, len(rows), block):
+        docs = documents(rows[start : start + block], pad_id, max(k, 1))
         for f in fams:
             for c in ids[f.name]:
-                win[f.name][c.cls] += windowed_counts(stream, c, k, n)
-                big[f.name][c.cls] += bigram_counts(stream, c, n)
+                if "windowed" in f.support_modes:
+                    counts[f.name][c.cls]["windowed"] += _total(window_events(docs, c, k))
+                if "bigram" in f.support_modes:
+                    counts[f.name][c.cls]["bigram"] += _total(window_events(docs, c, 1))
             if contested and isinstance(f, InductionRule):
-                for cls, cnt in contested_counts(rows[bi * block : (bi + 1) * block], f, tokenizer).items():
+                for cls, cnt in contested_counts(docs.rows, f, tokenizer).items():
                     con[f.name][cls] += cnt
         if progress is not None:
-            progress(min((bi + 1) * block, len(rows)))
+            progress(min(start + block, len(rows)))
     out: dict = {}
     for f in fams:
         out[f.name] = {}
         for cls in f.cue_classes:
-            all_modes = {"windowed": win[f.name][cls], "bigram": big[f.name][cls]}
+            all_modes = dict(counts[f.name][cls])
             if contested and isinstance(f, InductionRule):
                 all_modes["contested"] = con[f.name][cls]
             modes = {m: all_modes[m] for m in f.support_modes if m in all_modes}
@@ -227,23 +297,56 @@ def count_support(rows: np.ndarray, tokenizer, families: Iterable[str], *, pad_i
     return out
 
 
-def corpus_support(corpus_dir, families: Iterable[str]) -> dict:
-    """``count_support`` of a built corpus folder, cached in ``<corpus>/support.json`` (reused
-    when it covers the families asked for)."""
-    import json
-    from pathlib import Path
+# ---- the cache of a built corpus ------------------------------------------------------------------
+def _sha256(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
+def family_fingerprint(family: RuleFamily) -> str:
+    """sha256 of everything the counter reads of a family: cue words per class, answers, modes and,
+    for induction-keyed families, keys and template offsets."""
+    return _sha256({"name": family.name, "modes": list(family.support_modes),
+                    "classes": {cls: {"cues": list(family.counted_cues(cls)), "rule": family.rule_answer[cls],
+                                      "prior": family.prior_answer(cls)} for cls in family.cue_classes},
+                    "keys": list(getattr(family, "keys", ())), "offsets": dict(getattr(family, "offsets", {}))})
+
+
+def support_key(corpus_dir, family: str, k: int = 16, contested: bool = True) -> dict:
+    """Every input that changes a family's cached counts on a built corpus."""
     cdir = Path(corpus_dir)
-    families = list(families)
-    cache = cdir / "support.json"
-    cached = json.loads(cache.read_text())["families"] if cache.exists() else {}
-    if all(f in cached for f in families):
-        return {f: cached[f] for f in families}
-    c = load_corpus(cdir)
-    fams = count_support(c.rows, c.tokenizer, sorted(set(families) | set(cached)), pad_id=c.pad_id)
-    write_json_atomic(cache, {"corpus": str(cdir), "k": 16, "n_tokens": c.n_tokens, "families": fams})
-    return {f: fams[f] for f in families}
+    manifest = json.loads((cdir / "manifest.json").read_text())
+    tok = cdir / "tokenizer.json"
+    return {"version": SUPPORT_VERSION, "family": family, "k": int(k), "contested": bool(contested),
+            "family_sha256": family_fingerprint(RULES.get(family)), "corpus_sha256": manifest["sha256"],
+            "tokenizer_sha256": hashlib.sha256(tok.read_bytes()).hexdigest() if tok.exists() else None}
+
+
+def cache_path(corpus_dir, key: dict) -> Path:
+    """``<corpus>/support/<family>-k<k>-<hash of the key>.json``: one file per key."""
+    return Path(corpus_dir) / "support" / f"{key['family']}-k{key['k']}-{_sha256(key)[:12]}.json"
+
+
+def corpus_support(corpus_dir, families: Iterable[str], k: int = 16) -> dict:
+    """``count_support`` of a built corpus folder, one family at a time from its cache file when
+    that file's stored key equals :func:`support_key` (else counted and cached)."""
+    cdir = Path(corpus_dir)
+    families = list(dict.fromkeys(families))
+    out: dict = {}
+    keys = {f: support_key(cdir, f, k) for f in families}
+    for f, key in keys.items():
+        path = cache_path(cdir, key)
+        if path.exists():
+            doc = json.loads(path.read_text())
+            if doc.get("key") == key:
+                out[f] = doc["counts"]
+    missing = [f for f in families if f not in out]
+    if missing:
+        c = load_corpus(cdir)
+        fams = count_support(c.rows, c.tokenizer, missing, pad_id=c.pad_id, k=k)
+        for f in missing:
+            write_json_atomic(cache_path(cdir, keys[f]), {"key": keys[f], "n_tokens": c.n_tokens, "counts": fams[f]})
+            out[f] = fams[f]
+    return {f: out[f] for f in families}
 
 
 def pooled(family_counts: dict, mode: str) -> dict:

@@ -3,45 +3,62 @@ beside it) for a run or a folder of runs.
 
 Sections: the pre-registration (hash, lock time, amendments), the scoreboard (predictions and
 falsifiers, PASS/FAIL/VOID, exploratory/confirmatory), the phase table (corpus x budget x seed ->
-label per family), support ratio vs conflict final, and every run's trajectories.
+label per family), support ratio vs conflict final, interventions, public checkpoints, support
+calibrations, and every run's trajectories (followed by the sections the caller adds per run,
+e.g. a mechanistic localization: ``extra_sections``).
+
+Every threshold drawn comes from the classifier in force: a run's plot from the constants its
+labels were computed with (the locked prereg's, plus the amendments dated before its data), the
+across-runs plots from the verdict's ``classifier``.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import os
+import json
+import shutil
 from pathlib import Path
+from typing import Callable, Sequence
 
-from runner._io import write_json_atomic
+from runner._io import write_json_atomic, write_text_atomic
+from runner.analysis.audit import Calibration
 from runner.analysis.dose_response import treatment
 from runner.analysis.prereg import Locked, unregistered
 from runner.analysis.verdicts import find_runs, verdict
 from runner.report.plots import (
+    plot_calibration,
     plot_cross_model,
     plot_dose_response,
     plot_run,
     plot_support,
 )
+from runner.trajectory import Classifier
+
+# A section a caller adds after each run's trajectories: run folder -> HTML fragments.
+RunSection = Callable[[Path], list[str]]
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}.PASS{background:#d9f2d9}.FAIL{background:#f7d4d4}.VOID{background:#eee}
 .recovered{color:#1a7f1a;font-weight:bold}.displaced{color:#b3261e;font-weight:bold}.unstable,.intermediate{color:#a66a00}
-.never{color:#666}.exploratory{color:#a66a00}.confirmatory{color:#1a7f1a}img{max-width:100%;border:1px solid #ddd;margin:4px 0}
+.never{color:#666}.exploratory{color:#a66a00}.confirmatory{color:#1a7f1a}
+img{max-width:100%;border:1px solid #ddd;margin:4px 0}
 code{background:#f5f5f5;padding:1px 4px}
 """
 _JS = """window.addEventListener('load',()=>{const im=[...document.images];
 document.body.dataset.imagesOk=im.filter(i=>i.complete&&i.naturalWidth>0).length+'/'+im.length;});"""
 
 
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
+def embed_png(path: Path) -> str:
+    """An ``<img>`` carrying the PNG as a data URI (the page stays one self-contained file)."""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img alt="{html.escape(Path(path).name)}" src="data:image/png;base64,{data}">'
 
 
-def _fmt(v) -> str:
+def fmt(v) -> str:
+    """A value as the report's tables show it (3 decimals, ``[a, b]`` intervals, ``–`` for none)."""
     if v is None:
         return "–"
     if isinstance(v, float):
@@ -58,13 +75,14 @@ def _dose_sections(dr: dict, out: Path) -> list[str]:
     yes = lambda b, d: f"yes, from {d:g}" if b else "no"  # noqa: E731
     rows = "".join(
         f"<tr><td class=l>{html.escape(treatment(a))}</td><td class=l>{a['family']}</td><td class=l>{a['corpus']}</td>"
-        f"<td>{_fmt(a['baseline_final'])}</td><td>{yes(a['kills'], a['kills_from_dose'])}</td>"
+        f"<td>{fmt(a['baseline_final'])}</td><td>{yes(a['kills'], a['kills_from_dose'])}</td>"
         f"<td>{yes(a['rescues'], a['rescues_from_dose'])}</td><td>{'yes' if a['monotone_final'] else 'no'}</td>"
-        f"<td>{_fmt(a['max_dose'])}</td><td>{_fmt(a['max_support_contested'])}</td><td>{_fmt(a['rho_cm_final'])}</td></tr>"
+        f"<td>{fmt(a['max_dose'])}</td><td>{fmt(a['max_support_contested'])}</td><td>{fmt(a['rho_cm_final'])}</td></tr>"
         for a in dr["asymmetry"])
     parts = ["<h2>Interventions: the asymmetry</h2><p>Kill flips rule-winning events to counter-evidence in "
              "place; rescue injects rule-winning events. <i>Kills</i>: the seed-mean conflict final reaches "
-             "DISPLACED at some dose although it was not at dose 0; <i>rescues</i>: it reaches RECOVERED although it was not at dose 0.</p><table><tr><th class=l>intervention</th>"
+             "DISPLACED at some dose although it was not at dose 0; <i>rescues</i>: it reaches RECOVERED although "
+             "it was not at dose 0.</p><table><tr><th class=l>intervention</th>"
              "<th class=l>family</th><th class=l>corpus</th><th>baseline final</th><th>kills?</th><th>rescues?</th>"
              "<th>monotone</th><th>max dose</th><th>max contested support seen</th><th>ρ(dose, CM final)</th></tr>"
              f"{rows}</table>"]
@@ -73,44 +91,17 @@ def _dose_sections(dr: dict, out: Path) -> list[str]:
         for lv in g["levels"]:
             body += (f"<tr><td class=l>{html.escape(treatment(g))}</td><td class=l>{g['family']}</td><td class=l>"
                      f"{g['corpus']}/{g['budget']}</td><td class=l>{lv['dose_name']}</td><td>{lv['n_seeds']}</td>"
-                     f"<td>{_fmt(lv['support_contested'])}</td><td>{_fmt(lv['support_windowed'])}</td>"
-                     f"<td>{_fmt(lv['mean_final'])}</td><td>{_fmt(lv['mean_cm_final'])}</td>"
-                     f"<td class=l>{', '.join(lv['labels'])}</td><td>{'valid' if lv['controls_valid'] else 'INVALID'}</td></tr>")
+                     f"<td>{fmt(lv['support_contested'])}</td><td>{fmt(lv['support_windowed'])}</td>"
+                     f"<td>{fmt(lv['mean_final'])}</td><td>{fmt(lv['mean_cm_final'])}</td>"
+                     f"<td class=l>{', '.join(lv['labels'])}</td>"
+                     f"<td>{'valid' if lv['controls_valid'] else 'INVALID'}</td></tr>")
     parts.append("<h3>Dose-response (dose 0 = the undosed runs of the same corpus and budget)</h3><table><tr>"
                  "<th class=l>intervention</th><th class=l>family</th><th class=l>corpus</th><th class=l>dose</th>"
                  "<th>seeds</th><th>support seen (contested)</th><th>support seen (windowed)</th><th>mean final</th>"
                  f"<th>mean CM final</th><th class=l>labels</th><th>controls</th></tr>{body}</table>")
     png = plot_dose_response(dr, out / "dose_response.png")
     if png:
-        parts.append(_img(png))
-    return parts
-
-
-def _mech_section(run_dir: Path) -> list[str]:
-    """A localized run (``ungrok mech localize``): its ranked components, ablation check and heatmaps."""
-    import json
-
-    doc_path = run_dir / "mech" / "localize.json"
-    if not doc_path.exists():
-        return []
-    parts = []
-    for fam, res in json.loads(doc_path.read_text()).get("families", {}).items():
-        rows = "".join(f"<tr><td>{t['rank']}</td><td class=l>{t['component']}</td><td>{_fmt(t['competitor_pre'])}</td>"
-                       f"<td>{_fmt(t['competitor_post'])}</td><td>{_fmt(t['growth'])}</td><td>{_fmt(t['cross_step'])}</td>"
-                       f"<td>{_fmt(t.get('patch_post'))}</td></tr>" for t in res["table"][:6])
-        ab = res["ablation"]
-        abl = "".join(f"<tr><td class=l>{name} {e['heads']}</td><td>{_fmt(e['zero']['cm'])}</td><td>{_fmt(e['mean']['cm'])}</td>"
-                      f"<td>{_fmt(e['zero']['agree_margin'])}</td></tr>" for name, e in ab["sets"].items())
-        parts.append(f"<h4>{fam}: components carrying the competitor (split at step {res['split']['step']})</h4>"
-                     "<table><tr><th>rank</th><th class=l>component</th><th>competitor before</th><th>after</th>"
-                     f"<th>growth</th><th>crosses at</th><th>patching after</th></tr>{rows}</table>"
-                     f"<p>Ablation at step {ab['step']}: CM before {_fmt(ab['before']['cm'])}.</p><table><tr>"
-                     "<th class=l>heads ablated</th><th>CM (zero)</th><th>CM (mean)</th><th>agree margin (zero)</th>"
-                     f"</tr>{abl}</table>")
-        for kind in ("dla", "patch", "attention"):
-            png = run_dir / "mech" / f"{fam}_{kind}.png"
-            if png.exists():
-                parts.append(_img(png))
+        parts.append(embed_png(png))
     return parts
 
 
@@ -123,86 +114,111 @@ def _cross_model_sections(xm: dict, dirs: dict, out: Path) -> list[str]:
     for fam, a in xm.items():
         for r in a["models"]:
             body += (f"<tr><td class=l>{fam}</td><td class=l>{r['model']}</td><td>{r['n_params']:,}</td>"
-                     f"<td>{r['size_rank']}</td><td>{_fmt(r['peak'])} @ {r['peak_step']}</td><td>{_fmt(r['final'])}</td>"
-                     f"<td>{_fmt(r['depth'])}</td><td class={r['label']}>{r['label']}</td></tr>")
+                     f"<td>{r['size_rank']}</td><td>{fmt(r['peak'])} @ {r['peak_step']}</td><td>{fmt(r['final'])}</td>"
+                     f"<td>{fmt(r['depth'])}</td><td class={r['label']}>{r['label']}</td></tr>")
         body += (f"<tr><td class=l>{fam}</td><td class=l colspan=7>Spearman ρ(size rank, conflict final) = "
-                 f"{_fmt(a['rho_size_final'])}</td></tr>")
+                 f"{fmt(a['rho_size_final'])}</td></tr>")
     parts = ["<h2>Public checkpoints: across models</h2><table><tr><th class=l>family</th><th class=l>model</th>"
              "<th>parameters</th><th>size rank</th><th>peak @ step</th><th>final</th><th>collapse depth (peak − final)"
              f"</th><th>label</th></tr>{body}</table>"]
     png = plot_cross_model(xm, dirs, out / "cross_model.png")
-    parts.append(_img(png))
+    parts.append(embed_png(png))
     return parts
+
+
+def write_calibration(cal: Calibration, cal_dir: str | Path) -> Path:
+    """``<cal_dir>/<family>-<mode>.json`` (:meth:`Calibration.to_json`) and its plot beside it: what
+    :func:`_calibration_sections` shows (``ungrok audit --calibration`` writes it into
+    ``<first sweep>/calibration``)."""
+    cal_dir = Path(cal_dir)
+    dest = write_json_atomic(cal_dir / f"{cal.family}-{cal.mode}.json", cal.to_json(), default=float)
+    plot_calibration(cal, dest.with_suffix(".png"))
+    return dest
+
+
+def _calibration_classifier(c: dict) -> str:
+    lines = c.get("survival_lines") or []
+    if not lines:  # written before calibrations recorded their classifier: the paper's constants
+        return ""
+    pr = c.get("prereg")
+    src = (f"the locked prereg <code>{html.escape(pr['path'])}</code> (sha256 <code>{pr['sha256'][:16]}…</code>)"
+           if pr else "no prereg: the paper's constants")
+    k = c.get("classifier") or {}
+    return (f" Unstable and intermediate runs count as survived iff final &gt;= "
+            f"{' or '.join(f'{x:.3g}' for x in lines)} (displaced {fmt(k.get('displaced'))}, recovered "
+            f"{fmt(k.get('recovered'))}; {src}).")
 
 
 def _calibration_sections(path: Path, out: Path) -> list[str]:
     """Support calibrations fitted on this sweep by ``ungrok audit --calibration`` (f*, inputs, plot)."""
-    import json
-    import shutil
-
     files = sorted((path / "calibration").glob("*.json")) if (path / "calibration").is_dir() else []
     if not files:
         return []
     parts = ["<h2>Support calibration (critical ratio f*)</h2>"]
     for f in files:
         c = json.loads(f.read_text())
-        fit, aud = c["fit"], c.get("audited", {})
-        rows = "".join(f"<tr><td class=l>{html.escape(p['run'])}</td><td>{_fmt(p['ratio'])}</td>"
-                       f"<td class={p['label']}>{p['label']}</td><td>{_fmt(p['final'])}</td></tr>" for p in c["points"])
-        parts.append(f"<h3>{c['family']} ({c['mode']} support)</h3><p>f* = {_fmt(fit.get('f_star'))} "
-                     f"interval {_fmt(fit.get('ci'))} ({fit.get('method')}, {fit.get('n_points')} runs"
+        fit, aud = c["fit"], c.get("audited") or {}
+        surv = lambda p: "" if p.get("survived") is None else ("yes" if p["survived"] else "no")  # noqa: E731
+        rows = "".join(f"<tr><td class=l>{html.escape(p['run'])}</td><td>{fmt(p['ratio'])}</td>"
+                       f"<td class={p['label']}>{p['label']}</td><td>{fmt(p['final'])}</td><td>{surv(p)}</td></tr>"
+                       for p in c["points"])
+        parts.append(f"<h3>{c['family']} ({c['mode']} support)</h3><p>f* = {fmt(fit.get('f_star'))} "
+                     f"interval {fmt(fit.get('ci'))} ({fit.get('method')}, {fit.get('n_points')} runs"
                      f"{'; ' + html.escape(fit['why']) if fit.get('why') else ''}). Last audited corpus: "
-                     f"<code>{html.escape(str(aud.get('corpus')))}</code>, ratio {_fmt(aud.get('ratio'))} "
-                     f"{_fmt(aud.get('ci'))}: <b>{html.escape(str(aud.get('call')))}</b>.</p><table><tr>"
-                     f"<th class=l>run</th><th>support ratio seen</th><th>label</th><th>final</th></tr>{rows}</table>")
+                     f"<code>{html.escape(str(aud.get('corpus')))}</code>, ratio {fmt(aud.get('ratio'))} "
+                     f"{fmt(aud.get('ci'))}: <b>{html.escape(str(aud.get('call')))}</b>."
+                     f"{_calibration_classifier(c)}</p><table><tr><th class=l>run</th><th>support ratio seen</th>"
+                     f"<th>label</th><th>final</th><th>survived</th></tr>{rows}</table>")
         png = f.with_suffix(".png")
         if png.exists():
             dest = out / f"calibration-{png.name}"
             shutil.copy(png, dest)
-            parts.append(_img(dest))
+            parts.append(embed_png(dest))
     return parts
 
 
-def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = False,
-                 out_dir: str | Path | None = None) -> Path:
-    """Compute the verdict and write ``<out_dir>/index.html`` (default ``<path>/report``)."""
-    locked = locked or unregistered()
-    v = verdict(path, locked, unseal)
-    paths = list(path) if isinstance(path, (list, tuple)) else [path]
-    path = paths[0] if len(paths) == 1 else paths
-    out = Path(out_dir) if out_dir else Path(paths[0]) / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    dirs = {d.name: d for d in find_runs(path)}
-    parts = ["<h1>ungrok report</h1><p>" + ", ".join(f"<code>{html.escape(str(Path(p).resolve()))}</code>"
-                                                    for p in paths) + "</p>"]
+def _prereg_sections(v: dict) -> list[str]:
     pr = v["prereg"]
-    if pr["sha256"]:
-        parts.append(f"<h2>Pre-registration</h2><p><code>{html.escape(pr['path'])}</code> sha256 "
-                     f"<code>{pr['sha256'][:16]}…</code>, locked {pr['locked_utc']}, commit "
-                     f"<code>{html.escape(str(pr['git_commit']))}</code>. Runs whose data was first scored before "
-                     "the lock are <span class=exploratory>exploratory</span>; after it, "
-                     "<span class=confirmatory>confirmatory</span>.</p>")
-        if pr["amendments"]:
-            rows = "".join(f"<tr><td>{a['n']}</td><td class=l>{a['utc']}</td><td class=l>{html.escape(str(a['changes']))}</td>"
-                           f"<td class=l>{html.escape(a['reason'])}</td><td class=l><code>{a['hash'][:12]}</code></td></tr>"
-                           for a in pr["amendments"])
-            parts.append("<h3>Amendments (apply to data produced after their date)</h3><table><tr><th>#</th>"
-                         f"<th class=l>UTC</th><th class=l>changes</th><th class=l>reason</th><th class=l>hash</th></tr>{rows}</table>")
-    else:
-        parts.append("<p><b>No pre-registration given</b>: default constants, every figure is exploratory.</p>")
-    if v["unsealed"]:
-        parts.append("<p><b>Quarantined seeds were unsealed for this report (logged).</b></p>")
+    if not pr["sha256"]:
+        return ["<p><b>No pre-registration given</b>: default constants, every figure is exploratory.</p>"]
+    parts = [f"<h2>Pre-registration</h2><p><code>{html.escape(pr['path'])}</code> sha256 "
+             f"<code>{pr['sha256'][:16]}…</code>, locked {pr['locked_utc']}, commit "
+             f"<code>{html.escape(str(pr['git_commit']))}</code>. Runs whose data was first scored before "
+             "the lock are <span class=exploratory>exploratory</span>; after it, "
+             "<span class=confirmatory>confirmatory</span>.</p>"]
+    if pr["amendments"]:
+        rows = "".join(f"<tr><td>{a['n']}</td><td class=l>{a['utc']}</td>"
+                       f"<td class=l>{html.escape(str(a['changes']))}</td>"
+                       f"<td class=l>{html.escape(a['reason'])}</td><td class=l><code>{a['hash'][:12]}</code></td></tr>"
+                       for a in pr["amendments"])
+        parts.append("<h3>Amendments (apply to data produced after their date)</h3><table><tr><th>#</th>"
+                     "<th class=l>UTC</th><th class=l>changes</th><th class=l>reason</th><th class=l>hash</th></tr>"
+                     f"{rows}</table>")
+    return parts
+
+
+def _why_or_values(p: dict) -> str:
+    return p.get("why", "") or ", ".join(fmt(x) for x in p.get("values", []))
+
+
+def _scoreboard_sections(v: dict) -> list[str]:
+    parts = []
     for title, key in (("Scoreboard: predictions", "predictions"), ("Falsifiers", "falsifiers"),
                        ("Scoreboard: dose-response predictions", "dose_predictions")):
         if v[key]:
             rows = "".join(
-                f"<tr class={p['result']}><td class=l>{html.escape(p['id'])}</td><td class=l>{html.escape(p['text'])}</td>"
+                f"<tr class={p['result']}><td class=l>{html.escape(p['id'])}</td>"
+                f"<td class=l>{html.escape(p['text'])}</td>"
                 f"<td class=l>{html.escape(p['family'])} {html.escape(str(p['select']))}: {html.escape(p['rule'])}</td>"
                 f"<td>{p['result']}</td><td class='l {p['status']}'>{p['status']}</td>"
-                f"<td class=l>{html.escape(p.get('why', '') or ', '.join(_fmt(x) for x in p.get('values', [])))}</td></tr>"
+                f"<td class=l>{html.escape(_why_or_values(p))}</td></tr>"
                 for p in v[key])
             parts.append(f"<h2>{title}</h2><table><tr><th class=l>id</th><th class=l>claim</th><th class=l>rule</th>"
                          f"<th>result</th><th class=l>status</th><th class=l>values / why VOID</th></tr>{rows}</table>")
+    return parts
+
+
+def _phase_table(v: dict) -> str:
     fams = sorted({f for r in v["runs"] for f in r["families"]})
     head = "".join(f"<th>{f}<br>label</th><th>final [95% CI]</th><th>peak</th><th>control</th><th>onset</th>"
                    f"<th>CM cross (lag)</th>" for f in fams)
@@ -213,48 +229,80 @@ def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = 
             x = r["families"].get(f, {})
             lag = f" ({x['cross_lag']:+d})" if x.get("cross_lag") is not None else ""
             cells += (f"<td class={x.get('label', '')}>{x.get('label', 'sealed' if r['sealed'] else '–')}</td>"
-                      f"<td>{_fmt(x.get('final'))} {_fmt(x.get('final_ci'))}</td><td>{_fmt(x.get('peak'))}</td>"
+                      f"<td>{fmt(x.get('final'))} {fmt(x.get('final_ci'))}</td><td>{fmt(x.get('peak'))}</td>"
                       f"<td>{'valid' if x.get('control_valid') else ('INVALID' if x else '–')}</td>"
-                      f"<td>{_fmt(x.get('onset'))}</td><td>{_fmt(x.get('cm_cross'))}{lag}</td>")
+                      f"<td>{fmt(x.get('onset'))}</td><td>{fmt(x.get('cm_cross'))}{lag}</td>")
         status = "sealed" if r["sealed"] else r["status"] + ("" if r["complete"] else " (still training)")
         rows.append(f"<tr><td class=l>{r['corpus']}</td><td class=l>{r['budget']}</td>"
                     f"<td class=l>{r.get('dose', 'none')}</td><td>{r['seed']}</td>"
                     f"<td class='l {status}'>{status}</td>{cells}</tr>")
-    parts.append("<h2>Phase table</h2><table><tr><th class=l>corpus</th><th class=l>budget</th><th class=l>dose</th>"
-                 "<th>seed</th>"
-                 f"<th class=l>status</th>{head}</tr>{''.join(rows)}</table>")
+    return ("<h2>Phase table</h2><table><tr><th class=l>corpus</th><th class=l>budget</th><th class=l>dose</th>"
+            "<th>seed</th>"
+            f"<th class=l>status</th>{head}</tr>{''.join(rows)}</table>")
+
+
+def _support_law_sections(v: dict, out: Path) -> list[str]:
     law_rows = ""
     for f, a in v["across"].items():
         for mode, law in a["support_law"].items():
-            law_rows += (f"<tr><td class=l>{f}</td><td class=l>{mode}</td><td>{_fmt(law['spearman_rho'])}</td>"
-                         f"<td>{law['n']}</td><td>{'yes' if law['separates'] else 'no'}</td><td>{_fmt(law['threshold'])}</td></tr>")
-    if law_rows:
-        parts.append("<h2>Support-frequency law</h2><table><tr><th class=l>family</th><th class=l>ratio</th>"
-                     "<th>Spearman ρ (ratio, final)</th><th>runs</th><th>ratio alone separates survivors</th>"
-                     f"<th>threshold</th></tr>{law_rows}</table>")
-        sp = plot_support(v, out / "support_vs_final.png")
-        if sp:
-            parts.append(_img(sp))
-    parts += _dose_sections(v["dose_response"], out)
-    parts += _cross_model_sections(v["cross_model"], dirs, out)
-    for p in paths:
-        parts += _calibration_sections(Path(p), out)
-    parts.append("<h2>Trajectories</h2>")
+            law_rows += (f"<tr><td class=l>{f}</td><td class=l>{mode}</td><td>{fmt(law['spearman_rho'])}</td>"
+                         f"<td>{law['n']}</td><td>{'yes' if law['separates'] else 'no'}</td>"
+                         f"<td>{fmt(law['threshold'])}</td></tr>")
+    if not law_rows:
+        return []
+    parts = ["<h2>Support-frequency law</h2><table><tr><th class=l>family</th><th class=l>ratio</th>"
+             "<th>Spearman ρ (ratio, final)</th><th>runs</th><th>ratio alone separates survivors</th>"
+             f"<th>threshold</th></tr>{law_rows}</table>"]
+    sp = plot_support(v, out / "support_vs_final.png", Classifier(**v["classifier"]))
+    if sp:
+        parts.append(embed_png(sp))
+    return parts
+
+
+def _trajectory_sections(v: dict, dirs: dict[str, Path], out: Path, extra_sections: Sequence[RunSection]) -> list[str]:
+    """Every run's plot under the classifier its labels were computed with, then the caller's sections."""
+    parts = ["<h2>Trajectories</h2>"]
     for r in v["runs"]:
         if r["sealed"]:
             parts.append(f"<p>{r['run']}: sealed (quarantined seed {r['seed']}; pass --unseal)</p>")
             continue
-        png = plot_run(dirs[r["run"]], out / f"{r['run']}.png", figures=r["families"])
-        parts.append(f"<h3>{r['run']} <span class={r['status']}>({r['status']})</span></h3>{_img(png)}")
-        parts += _mech_section(dirs[r["run"]])
+        png = plot_run(dirs[r["run"]], out / f"{r['run']}.png", figures=r["families"],
+                       classifier=Classifier(**r["classifier"]))
+        parts.append(f"<h3>{r['run']} <span class={r['status']}>({r['status']})</span></h3>{embed_png(png)}")
+        for section in extra_sections:
+            parts += section(dirs[r["run"]])
+    return parts
+
+
+def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = False,
+                 out_dir: str | Path | None = None, extra_sections: Sequence[RunSection] = ()) -> Path:
+    """Compute the verdict and write ``<out_dir>/index.html`` (default ``<path>/report``); ``path``
+    may be a list of paths reported together.
+
+    ``extra_sections``: callables ``run folder -> [HTML fragment, ...]`` whose fragments follow that
+    run's trajectories (e.g. ``mech.plots.report_section``, the run's localization); embed images
+    with :func:`embed_png`."""
+    locked = locked or unregistered()
+    v = verdict(path, locked, unseal)
+    paths = list(path) if isinstance(path, (list, tuple)) else [path]
+    out = Path(out_dir) if out_dir else Path(paths[0]) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    dirs = {d.name: d for d in find_runs(paths[0] if len(paths) == 1 else paths)}
+    parts = ["<h1>ungrok report</h1><p>" + ", ".join(f"<code>{html.escape(str(Path(p).resolve()))}</code>"
+                                                    for p in paths) + "</p>"]
+    parts += _prereg_sections(v)
+    if v["unsealed"]:
+        parts.append("<p><b>Quarantined seeds were unsealed for this report (logged).</b></p>")
+    parts += _scoreboard_sections(v)
+    parts.append(_phase_table(v))
+    parts += _support_law_sections(v, out)
+    parts += _dose_sections(v["dose_response"], out)
+    parts += _cross_model_sections(v["cross_model"], dirs, out)
+    for p in paths:
+        parts += _calibration_sections(Path(p), out)
+    parts += _trajectory_sections(v, dirs, out, extra_sections)
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>ungrok report</title><style>{_CSS}</style>"
             f"<script>{_JS}</script></head><body>{''.join(parts)}</body></html>")
-    dest = out / "index.html"
-    tmp = out / ".index.html.tmp"
-    tmp.write_text(page)
-    os.replace(tmp, dest)
-    import json
-
-
-    write_json_atomic(out / "verdict.json", json.loads(json.dumps(v, default=str)))
+    dest = write_text_atomic(out / "index.html", page)
+    write_json_atomic(out / "verdict.json", v, default=str)
     return dest

@@ -2,42 +2,107 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+from runner._io import atomic_path
+from runner.analysis.audit import Calibration, survival_line
 from runner.analysis.dose_response import treatment
 from runner.store import open_run_store
 from runner.trajectory import Classifier, write_summary
 
+TOP, BOTTOM = 1.02, -0.02  # the accuracy axes' limits
 
-def plot_run(run_dir: str | Path, path: str | Path | None = None, figures: dict | None = None) -> Path:
+
+def save(fig, path: str | Path, dpi: int = 100) -> Path:
+    """Write the figure atomically (a reader never sees half a PNG) and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    return Path(path)
+
+
+@dataclass(frozen=True)
+class Bands:
+    """The thresholds an accuracy plot draws, all from one classifier (:func:`threshold_bands`)."""
+
+    recovered: float
+    displaced: float
+    emerged: float
+
+    def spans(self) -> list[tuple[float, float]]:
+        """(low, high) of the RECOVERED band and of the DISPLACED band, in that order."""
+        return [(self.recovered, TOP), (BOTTOM, self.displaced)]
+
+    @property
+    def survival_line(self) -> float:
+        """Where an UNSTABLE / INTERMEDIATE final counts as survived (``audit.survived``)."""
+        return survival_line(Classifier(recovered=self.recovered, displaced=self.displaced))
+
+    @property
+    def recovered_label(self) -> str:
+        if self.emerged == self.recovered:
+            return f"EMERGED / RECOVERED >= {self.recovered:g}"
+        return f"RECOVERED >= {self.recovered:g}"
+
+    @property
+    def displaced_label(self) -> str:
+        return f"DISPLACED <= {self.displaced:g}"
+
+    @property
+    def emerged_label(self) -> str | None:
+        """A separate EMERGED line's label, when its threshold differs from RECOVERED's."""
+        return None if self.emerged == self.recovered else f"EMERGED (smoothed peak) >= {self.emerged:g}"
+
+
+def threshold_bands(k: Classifier) -> Bands:
+    return Bands(recovered=k.recovered, displaced=k.displaced, emerged=k.emerged)
+
+
+def draw_bands(ax, k: Classifier) -> Bands:
+    """The RECOVERED and DISPLACED bands (and the EMERGED line when it differs) of ``k`` on ``ax``."""
+    b = threshold_bands(k)
+    (r_lo, r_hi), (d_lo, d_hi) = b.spans()
+    ax.axhspan(r_lo, r_hi, color="tab:green", alpha=0.08, label=b.recovered_label)
+    ax.axhspan(d_lo, d_hi, color="tab:red", alpha=0.06, label=b.displaced_label)
+    if b.emerged_label:
+        ax.axhline(b.emerged, color="tab:green", ls="--", lw=0.7, label=b.emerged_label)
+    return b
+
+
+def plot_run(run_dir: str | Path, path: str | Path | None = None, figures: dict | None = None,
+             classifier: Classifier | None = None) -> Path:
     """Two rows per family. Top: conflict and agree accuracy, train (thin) and heldout (thick),
-    with the EMERGED (>= 0.8) and DISPLACED (<= 0.6) bands. Bottom: the contrast margin CM and
-    the prior pull PM with the collapse onset and the CM zero-crossing marked.
+    with the classifier's RECOVERED and DISPLACED bands (:func:`draw_bands`). Bottom: the contrast
+    margin CM and the prior pull PM with the collapse onset and the CM zero-crossing marked.
 
-    ``figures``: ``{family: figures}`` to annotate with (default: the run's summary)."""
+    ``classifier``: the constants the run's labels were computed with (default: the paper's);
+    ``figures``: ``{family: figures}`` to annotate with (default: the run's summary under it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
+    k = classifier or Classifier()
     store = open_run_store(run_dir)
-    figures = figures if figures is not None else write_summary(run_dir)["families"]
+    figures = figures if figures is not None else write_summary(run_dir, k)["families"]
     fams = store.families()
     fig, axes = plt.subplots(2, len(fams), figsize=(6.2 * len(fams), 6.4), squeeze=False, sharex="col",
                              gridspec_kw={"height_ratios": [3, 2]})
     for j, fam in enumerate(fams):
         ax, axm = axes[0, j], axes[1, j]
         s = store.series(f"{fam}/step")
-        ax.axhspan(0.8, 1.02, color="tab:green", alpha=0.08, label="EMERGED / RECOVERED >= 0.8")
-        ax.axhspan(-0.02, 0.6, color="tab:red", alpha=0.06, label="DISPLACED <= 0.6")
+        draw_bands(ax, k)
         for cond, color in (("conflict", "tab:red"), ("agree", "tab:blue")):
             for split, lw in (("train", 0.8), ("heldout", 2.0)):
                 key = f"{fam}/acc_{cond}_{split}"
                 if f"acc_{cond}_{split}" in store.metrics(fam):
                     ax.plot(s, store.series(key), color=color, lw=lw, alpha=1.0 if lw > 1 else 0.5,
                             label=f"{cond} ({split})")
-        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylim(BOTTOM, TOP)
         ax.set_ylabel("forced-choice accuracy")
         f = figures.get(fam, {})
         ax.set_title(f"{fam}: {str(f.get('label', '?')).upper()}", fontsize=10)
@@ -56,14 +121,13 @@ def plot_run(run_dir: str | Path, path: str | Path | None = None, figures: dict 
     fig.suptitle(store.attrs.get("run_id", run_dir.name), fontsize=9)
     fig.tight_layout()
     path = Path(path) if path else run_dir / "trajectory.png"
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save(fig, path, dpi=100)
     return path
 
 
-def plot_support(v: dict, path: Path) -> Path | None:
+def plot_support(v: dict, path: Path, classifier: Classifier | None = None) -> Path | None:
+    """Conflict final against the support ratio per run, with the DISPLACED and RECOVERED lines of
+    ``classifier`` (the verdict's across-runs classifier; default: the paper's)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,15 +145,15 @@ def plot_support(v: dict, path: Path) -> Path | None:
                 ax.scatter(r["support_ratio"], r["final"], color=colors.get(r["label"], "tab:orange"), s=30)
         law = a["support_law"].get("support_ratio", {})
         ax.set_xscale("log")
-        ax.axhline(0.6, color="tab:red", ls=":", lw=0.8)
-        ax.axhline(0.8, color="tab:green", ls=":", lw=0.8)
+        b = threshold_bands(classifier or Classifier())
+        ax.axhline(b.displaced, color="tab:red", ls=":", lw=0.8)
+        ax.axhline(b.recovered, color="tab:green", ls=":", lw=0.8)
         ax.set_xlabel("support ratio (windowed, pooled over cue classes)")
         ax.set_ylabel("conflict final (heldout)")
         rho = law.get("spearman_rho")
         ax.set_title(f"{fam}: Spearman rho = {rho:.2f}" if rho is not None else fam, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path, dpi=100)
     return path
 
 
@@ -111,8 +175,8 @@ def plot_cross_model(xm: dict, dirs: dict, path: Path) -> Path:
             ax.plot(st.series(f"{fam}/step"), st.series(f"{fam}/acc_conflict_heldout"), marker=".",
                     label=f"{r['model']} ({r['n_params'] / 1e6:.3g}M)")
         ax.set_xscale("symlog", linthresh=1)
-        ax.set_ylim(-0.02, 1.02)
-        ax.axhline(0.5, color="grey", lw=0.5)
+        ax.set_ylim(BOTTOM, TOP)
+        ax.axhline(0.5, color="grey", lw=0.5)  # chance (two-way forced choice), not a threshold
         ax.set_title(fam, fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylabel("conflict accuracy (heldout)")
@@ -120,8 +184,7 @@ def plot_cross_model(xm: dict, dirs: dict, path: Path) -> Path:
     for ax in list(axes.flat)[len(fams):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save(fig, path, dpi=90)
     return path
 
 
@@ -149,23 +212,23 @@ def plot_dose_response(dr: dict, path: Path) -> Path | None:
         ax.set_title(f"{g['family']} on {g['corpus']}/{g['budget']}\nrho(dose, CM final) = "
                      f"{rho:+.2f}" if rho is not None else f"{g['family']} on {g['corpus']}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path, dpi=100)
     return path
 
 
-def plot_calibration(points: list[dict], fit: dict, family: str, mode: str, path: Path,
-                     audited: dict | None = None) -> Path:
+def plot_calibration(cal: Calibration, path: Path) -> Path:
     """Final conflict accuracy against the support ratio of each calibration run, f* and its
-    interval, and the audited corpus's ratio with its CI."""
+    interval, the survival line(s) of the calibration's classifier, and the audited corpus's ratio
+    with its CI (when it has been assessed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fit, audited = cal.fit, cal.audited
     colors = {"recovered": "tab:green", "displaced": "tab:red"}
     fig, ax = plt.subplots(figsize=(5.6, 3.6))
-    for p in points:
+    for p in cal.points:
         ax.scatter(p["ratio"], p["final"], color=colors.get(p["label"], "tab:orange"), s=28, zorder=3)
     if fit.get("f_star"):
         ax.axvline(fit["f_star"], color="black", lw=1, label=f"f* = {fit['f_star']:.3g} ({fit['method']})")
@@ -176,14 +239,15 @@ def plot_calibration(points: list[dict], fit: dict, family: str, mode: str, path
                                                       [audited["ci"][1] - audited["ratio"]]],
                     fmt="D", color="tab:blue", label=f"audited: {audited['ratio']:.3g} ({audited.get('call', '')})")
     ax.set_xscale("log")
-    ax.set_xlabel(f"support ratio ({mode}, pooled over cue classes)")
+    ax.set_xlabel(f"support ratio ({cal.mode}, pooled over cue classes)")
     ax.set_ylabel("conflict final (heldout)")
-    line = (Classifier.displaced + Classifier.recovered) / 2  # where survived() splits unstable / intermediate
-    ax.axhline(line, color="tab:orange", lw=0.6, ls=":")
-    ax.set_title(f"{family}: calibration (green recovered, red displaced, orange unstable or intermediate:\n"
-                 f"survived iff final >= {line:.2g}, dotted line; the audited corpus drawn at y = 0.5)", fontsize=7)
+    lines = cal.survival_lines or [survival_line(cal.classifier)]
+    for line in lines:  # where survived() splits unstable / intermediate
+        ax.axhline(line, color="tab:orange", lw=0.6, ls=":")
+    ax.set_title(f"{cal.family}: calibration (green recovered, red displaced, orange unstable or intermediate:\n"
+                 f"survived iff final >= {' or '.join(f'{x:.3g}' for x in lines)}, dotted line; "
+                 "the audited corpus drawn at y = 0.5)", fontsize=7)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path, dpi=100)
     return path

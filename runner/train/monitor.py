@@ -10,9 +10,10 @@ falling, not just noisy), and the projected crossing ``step + CM / -slope`` lies
 ``horizon`` steps. One warning per family and episode: it re-arms once the trend stops
 predicting a crossing.
 
-The same :class:`Monitor` plugs into ungrok's trainer (``train_run(..., monitors=[...])``), a
-plain DeepSpeed or PyTorch loop (call ``monitor.observe(step, model)``; it acts every ``every``
-steps), and a Hugging Face ``Trainer`` (:func:`hf_callback`). A warning is a log line, an event in
+The same :class:`Monitor` plugs into ungrok's trainer
+(``train_run(..., callbacks=[monitor_callback(families)])``), a plain DeepSpeed or PyTorch loop
+(call ``monitor.observe(step, model)``; it acts every ``every`` steps), and a Hugging Face
+``Trainer`` (:func:`hf_callback`). A warning is a log line, an event in
 the run's store (``RunStore.add_event``) when one is attached, and a call to ``on_warning``.
 """
 
@@ -24,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from runner.scoring import aggregate, continuation_logprobs, encode_battery
+from runner.train.callbacks import TrainCallback, TrainContext
 from runner.world.batteries import ProbeItem, select
 
 
@@ -126,7 +128,8 @@ class Monitor:
                 self._armed[fam] = False
                 new.append(w)
                 self.log(f"ungrok monitor: WARNING {fam} at step {step}: CM {w['cm']:+.2f} falling "
-                         f"{w['slope'] * 1000:+.2f}/1k steps, projected to cross zero at step {w['projected_crossing']}")
+                         f"{w['slope'] * 1000:+.2f}/1k steps, projected to cross zero at step "
+                         f"{w['projected_crossing']}")
                 if self.store is not None:
                     self.store.add_event(w)
                 if self.on_warning:
@@ -137,6 +140,39 @@ class Monitor:
         if self.store is not None:
             self.store.set_attr("monitor", self.history)  # what was observed, beside the events
         return new
+
+
+class MonitorCallback(TrainCallback):
+    """ungrok's trainer callback: builds a :class:`Monitor` on the run's frozen probe set of
+    ``families`` (warnings become events in the run's store) and lets it observe every step.
+    Rank 0 only (where the store is); a no-op elsewhere."""
+
+    def __init__(self, families, trend: TrendConfig | None = None,
+                 on_warning: Callable[[dict], None] | None = None, log: Callable[[str], None] | None = None) -> None:
+        self.families = tuple(families)
+        self.trend = trend or TrendConfig()
+        self.on_warning = on_warning
+        self.log = log
+        self.monitor: Monitor | None = None
+
+    def on_start(self, ctx: TrainContext) -> None:
+        if ctx.store is None:
+            return
+        self.monitor = Monitor(frozen_probe_set(ctx.items, self.families), ctx.tokenizer, ctx.bos_id,
+                               ctx.cfg.model.n_ctx, pad_id=ctx.pad_id, trend=self.trend, on_warning=self.on_warning,
+                               store=ctx.store, log=self.log or ctx.log)
+
+    def on_step(self, ctx: TrainContext, step: int) -> None:
+        if self.monitor is not None:
+            self.monitor.observe(step, ctx.model)
+
+
+def monitor_callback(families, trend: TrendConfig | None = None, on_warning: Callable[[dict], None] | None = None,
+                     log: Callable[[str], None] | None = None) -> MonitorCallback:
+    """The live monitor as a callback for ``train_run(..., callbacks=[...])``: watches the rule
+    ``families`` with ``trend`` (default :class:`TrendConfig`); warnings are logged (``log``,
+    default the run's), stored as events in the run's store and passed to ``on_warning``."""
+    return MonitorCallback(families, trend, on_warning, log)
 
 
 def hf_callback(monitor: Monitor):

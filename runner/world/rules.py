@@ -76,6 +76,10 @@ class RuleFamily:
                 return cls
         raise KeyError(f"{cue!r} is not a cue of {self.name}")
 
+    def battery(self, n_per_cell: int = 64, n_neutral: int = 32, seed: int = 0) -> list[ProbeItem]:
+        """The family's probe items: conflict and agree on train and heldout splits, plus neutral."""
+        raise NotImplementedError(f"{type(self).__name__} makes no probe battery")
+
 
 @dataclass(frozen=True)
 class InductionRule(RuleFamily):
@@ -197,11 +201,11 @@ class InductionRule(RuleFamily):
 
     def _item(self, condition: str, split: str, i: int, gap: str, prefix: list[str], correct: str,
               distractor: str) -> ProbeItem:
-        return ProbeItem(
+        return ProbeItem.model_validate(dict(  # category: an extra field of the reference schema
             family=self.name, condition=condition, probe=f"{self.name}.{condition}", split=split,
             template_id=gap, prefix=prefix[0], correct=" " + correct, distractor=" " + distractor,
             chance=0.5, item_id=f"{self.name}.{condition}/{split}/{i:04d}", category="rule_vs_prior",
-        )
+        ))
 
 
 PRONOUN_GENDER = RULES.register("pronoun_gender", InductionRule(

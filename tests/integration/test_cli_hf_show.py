@@ -9,7 +9,7 @@ from runner.config import CorpusConfig
 from runner.data.corpora import load_corpus, synthetic_rows
 from runner.train import train_run
 from runner.world import vocab as V
-from tests.conftest import tiny_run_config
+from tests.helpers import tiny_run_config
 
 pytestmark = pytest.mark.slow
 

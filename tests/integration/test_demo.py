@@ -11,12 +11,12 @@ from cluster.cli import main as cli_main
 from cluster.demo import TOUR_GRID, TOUR_PREREG, run_demo
 from runner.analysis.prereg import PreregError, load_locked, lock
 from runner.grid import load_grid
-from tests.conftest import tiny_grid_spec
+from tests.helpers import tiny_grid_spec
 
 
 def _tiny(tmp_path: Path) -> tuple[Path, Path]:
-    grid = tiny_grid_spec(tmp_path / "tinytour.toml", name="tinytour", seeds=(3,),
-                          corpora='[{name = "web", doses = ["none"]}, {name = "stories", doses = ["none", "kill:1.0"]}]')
+    corpora = '[{name = "web", doses = ["none"]}, {name = "stories", doses = ["none", "kill:1.0"]}]'
+    grid = tiny_grid_spec(tmp_path / "tinytour.toml", name="tinytour", seeds=(3,), corpora=corpora)
     prereg = tmp_path / "prereg.toml"
     shutil.copy(TOUR_PREREG, prereg)
     lock(prereg)
@@ -44,7 +44,7 @@ def test_demo_refuses_an_unverified_prereg_before_anything_runs(tmp_path):
 def test_tiny_tour_end_to_end_and_rerun_skips(tmp_path, local_ray):
     grid, prereg = _tiny(tmp_path)
     r = run_demo(tmp_path / "demo", grid=grid, prereg=prereg, progress=False, log=lambda *_: None)
-    assert r["sweep"]["ran"] == 3 and not r["sweep"]["failed"]
+    assert r["sweep"].ran == 3 and not r["sweep"].failed
     assert r["report"].exists() and (r["report"].parent / "dose_response.png").exists()
     v = json.loads(r["verdict_json"].read_text())
     scored = {p["id"]: p for p in v["predictions"] + v["falsifiers"]}
@@ -59,7 +59,7 @@ def test_tiny_tour_end_to_end_and_rerun_skips(tmp_path, local_ray):
     man = json.loads((tmp_path / "demo" / "sweep" / "manifest.json").read_text())
     assert man["last_run"]["ran"] == 3
     again = run_demo(tmp_path / "demo", grid=grid, prereg=prereg, progress=False, log=lambda *_: None)
-    assert again["sweep"]["skipped"] == 3 and again["sweep"]["ran"] == 0
+    assert len(again["sweep"].skipped) == 3 and again["sweep"].ran == 0
 
 
 def test_cli_demo_reports_a_broken_lock_as_a_user_error(tmp_path, monkeypatch, capsys):

@@ -10,7 +10,7 @@ import pytest
 from cluster.sweep import StreamError, Sweep, run_sweep
 from runner.analysis.prereg import Prereg, unregistered
 from runner.analysis.verdicts import verdict
-from tests.conftest import tiny_grid_spec
+from tests.helpers import tiny_grid_spec
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def test_dosed_sweep_shares_streams_and_scores_dose_response(tmp_path, local_ray
     corpora = ('[{name = "stories", doses = ["none", "kill:1.0"], seeds = [1, 2]}, '
                '{name = "web", doses = ["rescue:1"]}]')
     res = run_sweep(_spec(tmp_path, "iv", corpora), tmp_path / "iv", progress=False)
-    assert res["ran"] == 5 and not res["failed"], res
+    assert res.ran == 5 and not res.failed, res
     sw = Sweep(tmp_path / "iv")
     corpora_dir = sw.dir / "corpora"
     kill_dirs = [p for p in corpora_dir.iterdir() if "kill1.0" in p.name]
@@ -38,7 +38,7 @@ def test_dosed_sweep_shares_streams_and_scores_dose_response(tmp_path, local_ray
     assert pg["n_flipped"] == sum(pg["eligible"].values()) > 0  # rate 1 flips every rule-winning event
     assert sum(c["contested"]["rule"] for c in km["support"]["pronoun_gender"].values()) == 0
     rm = json.loads((rescue_dirs[0] / "manifest.json").read_text())
-    for fam, v in rm["generator"]["per_family"].items():
+    for v in rm["generator"]["per_family"].values():
         assert v["injected_events"] == v["target_events"] > 0
         assert v["target_events"] == round(v["reference"]["per_token"] * rm["generator"]["base_tokens"])
     # 40-step runs: score from step 0 (the registered classifier starts at step 100)
@@ -52,9 +52,10 @@ def test_dosed_sweep_shares_streams_and_scores_dose_response(tmp_path, local_ray
     # a second grid reuses the complete undosed cell instead of training it again
     res2 = run_sweep(_spec(tmp_path, "again", '[{name = "stories", doses = ["none"]}]'), tmp_path / "again",
                      progress=False, reuse=[sw.dir])
-    assert res2["ran"] == 0 and res2["skipped"] == 1
+    assert res2.ran == 0 and len(res2.skipped) == 1
     cell = json.loads((tmp_path / "again" / "manifest.json").read_text())["cells"][0]
     assert cell["reused_from"] == str(sw.dir)
+    assert res2.reused == {cell["label"]: str(sw.dir)} and res2.skipped == (cell["label"],)
     assert verdict(tmp_path / "again", unregistered())["runs"][0]["complete"]
 
 

@@ -23,7 +23,7 @@ from mech.names import hook_name
 from mech.probes import encode_probes, run_context
 from runner.model import load_model
 from runner.train import train_run
-from tests.conftest import tiny_run_config
+from tests.helpers import tiny_run_config
 
 pytestmark = pytest.mark.slow
 

@@ -49,14 +49,16 @@ def test_hf_trainer_callback_observes_every_n_steps(tmp_path):
 def test_ungrok_trainer_watch_records_warnings_as_store_events(tmp_path):
     from runner.store import open_run_store
     from runner.train import train_run
-    from tests.conftest import tiny_run_config
+    from runner.train.monitor import monitor_callback
+    from tests.helpers import tiny_run_config
 
     got = []
     cfg = tiny_run_config(train={"steps": 60})
     # horizon and confidence loose enough that a falling CM in a 60-step run is flagged; what is
     # checked is the plumbing: warnings from the live monitor equal the store's events
-    run = train_run(cfg, tmp_path, progress=False, watch=("pronoun_gender",), on_warning=got.append,
-                    trend=TrendConfig(every=10, window=3, horizon=10**6, confidence=0.5, min_step=0))
+    watch = monitor_callback(("pronoun_gender",), on_warning=got.append,
+                             trend=TrendConfig(every=10, window=3, horizon=10**6, confidence=0.5, min_step=0))
+    run = train_run(cfg, tmp_path, progress=False, callbacks=[watch])
     store = open_run_store(run)
     events = store.attrs.get("events", [])
     assert events == got

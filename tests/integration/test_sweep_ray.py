@@ -18,7 +18,7 @@ from cluster.sweep import Sweep, run_sweep
 from runner.grid import GridError
 from runner.store import RunStore
 from runner.train import train_run
-from tests.conftest import tiny_grid_spec
+from tests.helpers import tiny_grid_spec
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -29,13 +29,13 @@ def spec(tmp_path, seeds=(1, 2), steps=40, extra="", name="g.toml"):
 
 def _attempts(sweep_dir: Path, run_id: str) -> list[dict]:
     f = sweep_dir / "runs" / run_id / "attempts.jsonl"
-    return [json.loads(l) for l in f.read_text().splitlines()] if f.exists() else []
+    return [json.loads(line) for line in f.read_text().splitlines()] if f.exists() else []
 
 
 def test_local_sweep_completes_then_skips(tmp_path, local_ray):
     g = spec(tmp_path)
     res = run_sweep(g, tmp_path / "sw", progress=False)
-    assert res["ran"] == 2 and not res["failed"] and res["efficiency"] > 0
+    assert res.ran == 2 and not res.failed and res.efficiency > 0
     sw = Sweep(tmp_path / "sw")
     for c in sw.cells:
         assert sw.is_complete(c.run_id)
@@ -46,9 +46,9 @@ def test_local_sweep_completes_then_skips(tmp_path, local_ray):
     assert ds.sizes["step"] == 3
     man = json.loads((sw.dir / "manifest.json").read_text())
     assert {c["state"] for c in man["cells"]} == {"complete"}
-    assert man["last_run"]["wall_seconds"] == res["wall_seconds"] and man["last_run"]["ran"] == 2
+    assert man["last_run"]["wall_seconds"] == res.wall_seconds and man["last_run"]["ran"] == 2
     again = run_sweep(g, tmp_path / "sw", progress=False)
-    assert again["skipped"] == 2 and again["ran"] == 0
+    assert len(again.skipped) == 2 and again.ran == 0
     assert json.loads((sw.dir / "manifest.json").read_text())["last_run"]["ran"] == 0  # the latest run's figures
     assert all(len(_attempts(sw.dir, c.run_id)) == 1 for c in sw.cells)
     # status and verdict-side readers see the runs
@@ -59,7 +59,7 @@ def test_application_error_is_reported_per_cell(tmp_path, local_ray):
     g = tmp_path / "bad.toml"
     g.write_text(spec(tmp_path).read_text().replace('corpora = ["web"]', f'corpora = ["hf:{tmp_path}/missing"]'))
     res = run_sweep(g, tmp_path / "sw", progress=False)
-    assert len(res["failed"]) == 2
+    assert len(res.failed) == 2
     man = json.loads((tmp_path / "sw" / "manifest.json").read_text())
     assert all("no dataset folder" in c["error"] for c in man["cells"])
 
@@ -84,7 +84,7 @@ def test_multi_node_cells_land_on_both_workers(tmp_path):
         init_ray(address=cluster.address)
         g = spec(tmp_path, seeds=(1, 2), steps=60, extra="custom = { slot = 1 }")
         res = run_sweep(g, tmp_path / "sw", progress=False)
-        assert res["ran"] == 2 and not res["failed"]
+        assert res.ran == 2 and not res.failed
         sw = Sweep(tmp_path / "sw")
         nodes = {_attempts(sw.dir, c.run_id)[0]["node_id"] for c in sw.cells}
         assert nodes == {a.node_id, b.node_id}
@@ -115,6 +115,7 @@ def test_ray_start_head_sweep_address_and_jobs_submit(tmp_path):
     port, dport = _free_port(), _free_port()
     head = ["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dport}", "--include-dashboard=true",
+            f"--dashboard-agent-listen-port={_free_port()}",  # not the fixed default: another Ray may hold it
             "--disable-usage-stats"]
     subprocess.run(head, check=True, env=_env(), capture_output=True, timeout=180)
     try:

@@ -17,8 +17,8 @@ from cluster.cli import main as cli_main
 from runner.model import load_model, weights_path
 from runner.scoring import battery_for, continuation_logprobs, encode_battery
 from runner.store import RunStore
-from runner.train import train_run
-from tests.conftest import tiny_run_config
+from runner.train import StopAt, TrainCallback, train_run
+from tests.helpers import tiny_run_config
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -69,6 +69,57 @@ def test_dn_budget_cycles(tmp_path):
     # unique tokens = 1 x parameter count, fewer rows than the 60 x 16 the run consumed: it cycled
     assert meta["unique_rows"] < 60 * 16
     assert RunStore(run / "store.zarr").attrs["complete"]
+
+
+class _Record(TrainCallback):
+    """Records which hooks the loop called, with their steps."""
+
+    def __init__(self):
+        self.calls = []
+
+    def on_start(self, ctx):
+        self.calls.append(("start", ctx.start))
+
+    def on_checkpoint(self, ctx, step, loss):
+        self.calls.append(("checkpoint", step))
+
+    def on_step(self, ctx, step):
+        self.calls.append(("step", step))
+
+    def on_end(self, ctx):
+        self.calls.append(("end", None))
+
+    def on_close(self, ctx):
+        self.calls.append(("close", None))
+
+
+def test_stop_at_then_resume_equals_uninterrupted(tmp_path):
+    cfg = tiny_run_config(train={"steps": 120, "seed": 5}, schedule={"every": 20, "keep_resume": 2})
+    ref = train_run(cfg, tmp_path / "a", progress=False)
+    # StopAt(30) ends the run right after the first checkpoint at or after step 30: step 40
+    first = _Record()
+    run = train_run(cfg, tmp_path / "b", progress=False, callbacks=[StopAt(30), first])
+    store = RunStore(run / "store.zarr")
+    assert list(store.steps()) == [0, 20, 40] and not store.attrs["complete"]
+    assert not (run / "summary.json").exists() and weights_path(run, 40).exists()
+    assert first.calls[-2:] == [("checkpoint", 40), ("close", None)]  # no on_step(40), no on_end
+    # the rerun resumes from step 40: no checkpoint hook for it, every later step observed once
+    again = _Record()
+    assert train_run(cfg, tmp_path / "b", progress=False, log=lambda *_: None, callbacks=[again]) == run
+    calls = again.calls
+    assert calls[0] == ("start", 40) and calls[-2:] == [("end", None), ("close", None)]
+    assert [s for h, s in calls if h == "checkpoint"] == [60, 80, 100, 120]
+    assert [s for h, s in calls if h == "step"] == list(range(40, 121))
+    assert calls.index(("checkpoint", 60)) < calls.index(("step", 60))
+    a, b = RunStore(ref / "store.zarr"), RunStore(run / "store.zarr")
+    assert b.attrs["complete"] and list(a.steps()) == list(b.steps())
+    for key in ["train/loss", "train/lr", *(f"{f}/{k}" for f in a.families()
+                                            for k in ("logp_correct", "logp_distractor", "cm"))]:
+        np.testing.assert_array_equal(a.series(key), b.series(key))
+    assert json.loads((ref / "summary.json").read_text()) == json.loads((run / "summary.json").read_text())
+    wa, wb = load_model(ref).state_dict(), load_model(run).state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert sorted(p.name for p in (run / "checkpoints").glob("step*")) == ["step0000100", "step0000120"]
 
 
 def _cli(args, cwd):

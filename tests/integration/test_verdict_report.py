@@ -12,7 +12,7 @@ from cluster.cli import main as cli_main
 from runner.analysis.prereg import load_locked, lock
 from runner.analysis.verdicts import verdict
 from runner.train import train_run
-from tests.conftest import tiny_run_config
+from tests.helpers import tiny_run_config
 
 pytestmark = pytest.mark.slow
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "prereg.toml"

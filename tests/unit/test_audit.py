@@ -14,6 +14,7 @@ from runner.analysis.audit import (
     read_documents,
     risk,
 )
+from runner.trajectory import Classifier
 
 DOCS = ["Sue cried because she was sad. Tom cried because she was sad.",  # Sue: rule; Tom: prior (she)
         "He waited. Mary smiled because She was glad.",  # Mary: rule ("She" case-folded)
@@ -76,7 +77,8 @@ def test_built_corpus_contested_counts_equal_the_support_counter(tmp_path):
     res = audit_corpus(path, ["pronoun_gender", "number_agreement"], block=128, n_boot=100)
     for fam in ("pronoun_gender", "number_agreement"):
         p = pooled(ref[fam], "contested")
-        assert (res.families[fam]["contested"]["rule"], res.families[fam]["contested"]["prior"]) == (p["rule"], p["prior"])
+        contested = res.families[fam]["contested"]
+        assert (contested["rule"], contested["prior"]) == (p["rule"], p["prior"])
     # the same with 2 processes
     two = audit_corpus(path, ["pronoun_gender"], block=128, workers=2, n_boot=100)
     assert two.families["pronoun_gender"]["contested"]["rule"] == res.families["pronoun_gender"]["contested"]["rule"]
@@ -115,3 +117,70 @@ def test_fit_separated_logistic_and_calls():
     none = fit_critical_ratio(_pts([(0.1, "displaced")]))
     assert none["f_star"] is None and risk([0.1, 0.2], none) == "undetermined"
     assert json.dumps(sep)
+
+
+# ---- calibration under a prereg -----------------------------------------------------------
+PREREG = """title = "calibration"
+[classifier]
+displaced = 0.5
+recovered = 0.7
+"""
+
+
+@pytest.fixture
+def calibration_sweep(tmp_path):
+    """Three runs on corpora of rising support: displaced (final 0.25), intermediate (0.625),
+    recovered (1.0). 0.625 survives under displaced/recovered 0.5/0.7 (midpoint 0.6), not under
+    the defaults 0.6/0.8 (midpoint 0.7)."""
+    from runner.config import CorpusConfig
+    from runner.data.corpora import build_corpus
+    from tests.unit.fake_runs import make_run, rise_then
+
+    runs = tmp_path / "sweep" / "runs"
+    corpora = {}
+    for i, (s, final) in enumerate(((0.1, 0.25), (0.4, 0.625), (0.9, 1.0))):
+        cfg = CorpusConfig(name="synthetic", support=s, n_stories=300, seed=0)
+        corpora[s] = build_corpus(cfg, tmp_path / "corpora")
+        make_run(runs, f"r{i}", rise_then(final), seed=i, corpus_path=corpora[s])
+    prereg = tmp_path / "p.toml"
+    prereg.write_text(PREREG)
+    from runner.analysis.prereg import lock
+
+    lock(prereg)
+    return tmp_path / "sweep", prereg, corpora
+
+
+def test_calibrate_takes_the_classifier_from_the_prereg(calibration_sweep):
+    from runner.analysis.audit import calibrate
+    from runner.analysis.prereg import load_locked
+
+    sweep, prereg, _ = calibration_sweep
+    default = calibrate([sweep], "pronoun_gender", "contested")
+    registered = calibrate([sweep], "pronoun_gender", "contested", load_locked(prereg))
+    assert [p["label"] for p in default.points] == ["displaced", "intermediate", "recovered"]
+    assert [p["survived"] for p in default.points] == [False, False, True]
+    assert [p["survived"] for p in registered.points] == [False, True, True]
+    assert registered.classifier.recovered == 0.7 and default.classifier == Classifier()
+    r = [p["ratio"] for p in default.points]
+    assert r[1] < default.fit["f_star"] < r[2] and r[0] < registered.fit["f_star"] < r[1]
+    assert registered.survival_lines == [0.6]
+    doc = registered.to_json()
+    assert doc["prereg"]["path"] == str(prereg) and doc["classifier"]["displaced"] == 0.5
+    assert json.dumps(doc)
+
+
+def test_audit_cli_calibration_with_prereg_writes_what_the_report_reads(calibration_sweep, tmp_path):
+    from cluster.cli import main as cli_main
+    from runner.report.html import _calibration_sections
+
+    sweep, prereg, corpora = calibration_sweep
+    assert cli_main(["audit", str(corpora[0.4]), "--rules", "pronoun_gender", "--calibration", str(sweep),
+                     "--prereg", str(prereg), "--json", str(tmp_path / "a.json")]) == 0
+    cal = json.loads((sweep / "calibration" / "pronoun_gender-contested.json").read_text())
+    assert [p["survived"] for p in cal["points"]] == [False, True, True]
+    assert cal["classifier"]["recovered"] == 0.7 and cal["audited"]["call"] in ("at risk", "safe", "undetermined")
+    assert (sweep / "calibration" / "pronoun_gender-contested.png").exists()
+    html = "".join(_calibration_sections(sweep, tmp_path))
+    assert "final &gt;= 0.6" in html and str(prereg) in html
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert report["calibration"]["pronoun_gender"]["fit"] == cal["fit"]

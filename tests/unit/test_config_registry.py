@@ -3,7 +3,7 @@ from pydantic import ValidationError
 
 from runner.config import CorpusConfig, RunConfig, ScheduleConfig, TrainConfig
 from runner.registry import Registry
-from tests.conftest import tiny_run_config
+from tests.helpers import tiny_run_config
 
 
 def test_registry_refuses_duplicates():

@@ -118,3 +118,94 @@ def test_blocked_counting_equals_one_pass():
     assert a == b
     assert set(a["pronoun_gender"]["feminine"]) == {"windowed", "contested"}
     assert Counts(3, 1).ratio == 2.0
+
+
+# ---- traps: the cache key and the window definition ------------------------------------------
+def test_support_cli_with_another_k_never_feeds_the_k16_cache(tmp_path):
+    """``ungrok support --k 8`` once wrote ``<corpus>/support.json``, which ``corpus_support``
+    then served as its k=16 cache: every later windowed ratio silently used k=8."""
+    from cluster.cli import main as cli_main
+    from runner.data.corpora import build_corpus, load_corpus
+    from runner.data.support import corpus_support
+
+    path = build_corpus(CorpusConfig(name="web", n_stories=300, seed=1), tmp_path)
+    c = load_corpus(path)
+    fams = ["pronoun_gender"]
+    want16 = count_support(c.rows, c.tokenizer, fams, pad_id=c.pad_id, k=16)
+    want8 = count_support(c.rows, c.tokenizer, fams, pad_id=c.pad_id, k=8)
+    assert want8 != want16
+    assert cli_main(["support", str(path), "--families", "pronoun_gender", "--k", "8"]) == 0
+    assert corpus_support(path, fams) == want16
+    assert corpus_support(path, fams, k=8) == want8
+    assert corpus_support(path, fams) == want16  # both keys cached side by side
+
+
+def _docs_rows(docs: list[str], width: int | None = None) -> np.ndarray:
+    ids = [_ids(d.split()) for d in docs]
+    w = width or max(map(len, ids))
+    rows = np.full((len(ids), w), world_tokenizer().token_to_id(V.PAD), dtype=np.int32)
+    for i, r in enumerate(ids):
+        rows[i, : len(r)] = r
+    return rows
+
+
+@pytest.mark.parametrize("padded", [True, False])
+def test_a_window_never_crosses_a_document_in_support_or_audit(padded):
+    """A cue at the end of document 1 and an answer at the start of document 2 is no event for
+    ``ungrok support`` (count_support) nor for ``ungrok audit`` (doc_counts)."""
+    from runner.analysis.audit import doc_counts
+
+    tok = world_tokenizer()
+    pad = tok.token_to_id(V.PAD)
+    doc1, doc2 = "<bos> Tom went to the park . Sue", "she was sad ."
+    rows = _docs_rows([doc1, doc2], width=None if not padded else 12)
+    if not padded:  # document 1 fills its row: no pad between the documents
+        rows = _docs_rows([doc1, doc2], width=len(doc1.split()))
+    sup = count_support(rows, tok, ["pronoun_gender"], pad_id=pad)["pronoun_gender"]["feminine"]["windowed"]
+    assert (sup["rule"], sup["prior"]) == (0, 0)
+    aud = doc_counts([r[r != pad] for r in rows], tok, ["pronoun_gender"], pad=pad)["pronoun_gender"]["windowed"]
+    assert (int(aud[0].sum()), int(aud[1].sum())) == (0, 0)
+    # the same cue and answer inside one document is an event for both
+    one = _docs_rows([doc1 + " " + doc2])
+    both = count_support(one, tok, ["pronoun_gender"], pad_id=pad)["pronoun_gender"]["feminine"]["windowed"]
+    assert both["rule"] == 1
+    assert int(doc_counts([one[0]], tok, ["pronoun_gender"], pad=pad)["pronoun_gender"]["windowed"][0].sum()) == 1
+
+
+def test_support_and_audit_windowed_counts_agree_on_a_built_corpus(tmp_path):
+    from runner.analysis.audit import audit_corpus
+    from runner.data.corpora import build_corpus, load_corpus
+    from runner.data.support import pooled
+
+    path = build_corpus(CorpusConfig(name="stories", n_stories=400, seed=3), tmp_path)
+    c = load_corpus(path)
+    ref = count_support(c.rows, c.tokenizer, ["pronoun_gender", "number_agreement"], pad_id=c.pad_id)
+    res = audit_corpus(path, ["pronoun_gender", "number_agreement"], block=64, n_boot=50)
+    for fam in ("pronoun_gender", "number_agreement"):
+        p = pooled(ref[fam], "windowed")
+        w = res.families[fam]["windowed"]
+        assert (w["rule"], w["prior"]) == (p["rule"], p["prior"])
+
+
+def test_a_cache_whose_key_differs_is_never_served(tmp_path):
+    import json
+
+    from runner.data.corpora import build_corpus, load_corpus
+    from runner.data.support import SUPPORT_VERSION, cache_path, corpus_support, support_key
+
+    path = build_corpus(CorpusConfig(name="stories", n_stories=200, seed=1), tmp_path)
+    c = load_corpus(path)
+    want = count_support(c.rows, c.tokenizer, ["number_agreement"], pad_id=c.pad_id)
+    bogus = {"singular": {"windowed": {"rule": 1, "prior": 1, "cues": 1, "ratio": 1.0}}}
+    # a legacy <corpus>/support.json (no key) is not a cache
+    (path / "support.json").write_text(json.dumps({"k": 16, "families": {"number_agreement": bogus}}))
+    assert corpus_support(path, ["number_agreement"]) == want
+    key = support_key(path, "number_agreement")
+    assert key["version"] == SUPPORT_VERSION and key["k"] == 16 and key["corpus_sha256"] == c.manifest["sha256"]
+    f = cache_path(path, key)
+    assert json.loads(f.read_text())["key"] == key
+    # a file at the right place whose stored key differs (older definition, other family definition)
+    for stale in ({**key, "version": SUPPORT_VERSION - 1}, {**key, "family_sha256": "0" * 64}):
+        f.write_text(json.dumps({"key": stale, "counts": bogus}))
+        assert corpus_support(path, ["number_agreement"]) == want
+    assert corpus_support(path, ["number_agreement", "pronoun_gender"])["number_agreement"] == want["number_agreement"]

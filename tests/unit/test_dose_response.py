@@ -47,7 +47,8 @@ def test_dose_predictions_pass_fail_void():
     assert score_dose_prediction(DosePrediction(**rescue, op=">", value=0), dr, RUNS)["result"] == "PASS"
     void = score_dose_prediction(DosePrediction(**rescue, op=">", value=0, min_levels=4), dr, RUNS)
     assert void["result"] == "VOID" and "3 dose levels, 4 needed" in void["why"]
-    assert score_dose_prediction(DosePrediction(**{**pred, "corpus": "nope"}, op="<", value=0), dr, RUNS)["result"] == "VOID"
+    nope = DosePrediction(**{**pred, "corpus": "nope"}, op="<", value=0)
+    assert score_dose_prediction(nope, dr, RUNS)["result"] == "VOID"
 
 
 def test_a_windowed_dose_is_its_own_treatment():
@@ -70,9 +71,26 @@ def test_a_windowed_dose_is_its_own_treatment():
     sel = dict(id="R", family="pronoun_gender", quantity="final", op=">=", value=0.5, seeds="1/1", requires=[])
     plain = score_prediction(Prediction(**sel, select={"corpus": "web", "dose": "rescue:1"}), runs)
     assert plain["runs"] == ["web-rescue:1-1"] and plain["result"] == "FAIL"
-    late_p = score_prediction(Prediction(**sel, select={"corpus": "web", "dose": "rescue:1", "window": "4000-end"}), runs)
+    late_sel = {"corpus": "web", "dose": "rescue:1", "window": "4000-end"}
+    late_p = score_prediction(Prediction(**sel, select=late_sel), runs)
     assert late_p["runs"] == ["late"] and late_p["result"] == "PASS"
     # a dose prediction names its window: the plain one sees only whole-run doses
-    pred = dict(id="D", family="pronoun_gender", intervention="rescue", corpus="web", quantity="rho_final", op=">", value=0)
+    pred = dict(id="D", family="pronoun_gender", intervention="rescue", corpus="web", quantity="rho_final", op=">",
+                value=0)
     assert score_dose_prediction(DosePrediction(**pred), dr, runs)["result"] == "PASS"
     assert "2 dose levels" in score_dose_prediction(DosePrediction(**pred, window="4000-end"), dr, runs)["why"]
+
+
+def test_asymmetry_applies_the_given_classifier():
+    """The kill / rescue calls use the classifier in force (the verdict passes the prereg's), not
+    hard-coded 0.6 / 0.8."""
+    from runner.trajectory import Classifier
+
+    asym = {a["intervention"]: a for a in dose_response(RUNS, lambda r, fam: {})["asymmetry"]}
+    assert asym["kill"]["kills_from_dose"] == 1.0  # 0.775 at kill:0.5 is above 0.6
+    strict = {a["intervention"]: a for a in
+              dose_response(RUNS, lambda r, fam: {}, Classifier(displaced=0.8, recovered=0.98))["asymmetry"]}
+    assert strict["kill"]["kills_from_dose"] == 0.5  # 0.775 <= 0.8
+    lenient = {a["intervention"]: a for a in
+               dose_response(RUNS, lambda r, fam: {}, Classifier(displaced=0.02, recovered=0.25))["asymmetry"]}
+    assert lenient["rescue"]["rescues"] and lenient["rescue"]["rescues_from_dose"] == 100.0

@@ -93,7 +93,7 @@ def test_scoped_hooks_remove_on_error_and_ablation_changes_output(setup):
     with pytest.raises(ZeroDivisionError):
         with scoped_hooks(model, ablation_hooks([(0, 1)], "zero")):
             assert hook_count(model) == 1
-            1 / 0
+            _ = 1 / 0
     assert hook_count(model) == 0
     base = model(probes.tokens)
     with scoped_hooks(model, ablation_hooks([(0, 1), (1, 0)], "zero")):

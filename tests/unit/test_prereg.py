@@ -82,7 +82,8 @@ def test_amendment_chain_and_forward_only(prereg):
         load_locked(prereg)
 
 
-@pytest.mark.parametrize("changes,msg", [({"predictions.P1": 1}, "only classifier"), ({"classifier.nope": 1}, "only classifier"),
+@pytest.mark.parametrize("changes,msg", [({"predictions.P1": 1}, "only classifier"),
+                                         ({"classifier.nope": 1}, "only classifier"),
                                          ({"classifier.displaced": "x"}, "must be a number")])
 def test_bad_amendments(prereg, changes, msg):
     lock(prereg)

@@ -1,0 +1,79 @@
+"""A sweep as a table: per-cell state, step and label so far (safe while it runs), and the live
+table a sweep shows while it waits (a callback)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from cluster.sweep_callbacks import SweepCallback
+from cluster.sweep_plan import Sweep
+
+
+def sweep_status(sweep_dir: str | Path) -> list[dict]:
+    """One row per cell: label, run id, state, last scored step, label so far (safe while running)."""
+    from runner.store import RunStore
+    from runner.trajectory import family_figures
+
+    sw = Sweep(sweep_dir)
+    man = {c["run_id"]: c for c in sw.manifest().get("cells", [])}
+    fam = sw.cells[0].config.probes.families[0] if sw.cells else None
+    rows = []
+    for c in sw.cells:
+        m = man.get(c.run_id, {})
+        row = {"cell": c.label, "run_id": c.run_id, "state": m.get("state", "pending"), "step": None, "label": None,
+               "steps": c.config.train.steps, "error": (m.get("error") or "").strip().splitlines()[-1:] or None}
+        if (sw.store_path / "runs" / c.run_id / "zarr.json").exists():
+            st = RunStore(sw.store_path, f"runs/{c.run_id}")
+            if st.n_complete:
+                steps = st.steps()
+                row["step"] = int(steps[-1])
+                f = family_figures(steps, st.series(f"{fam}/acc_conflict_heldout"),
+                                   st.series(f"{fam}/acc_agree_heldout"), st.series(f"{fam}/cm"))
+                row["label"] = f.get("label")
+                if st.attrs.get("complete"):
+                    row["state"] = "complete"
+                elif row["state"] in ("submitted", "pending"):
+                    row["state"] = "running"  # has data but is not complete (or a driver died)
+        rows.append(row)
+    return rows
+
+
+def status_table(sweep_dir: str | Path):
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title=f"sweep {sweep_dir}")
+    for col in ("cell", "state", "step", "label", "run id"):
+        t.add_column(col)
+    for r in sweep_status(sweep_dir):
+        step = f"{r['step']}/{r['steps']}" if r["step"] is not None else f"-/{r['steps']}"
+        state = r["state"] + (f": {r['error'][0][:60]}" if r["state"] == "failed" and r["error"] else "")
+        # labels like synthetic[support=0.3] are text, not rich markup
+        t.add_row(escape(r["cell"]), escape(state), step, str(r["label"] or "-"), r["run_id"])
+    return t
+
+
+class LiveTable(SweepCallback):
+    """The status table, live in the terminal while the sweep waits (redrawn at most every 2 s)."""
+
+    def __init__(self, sweep_dir: str | Path) -> None:
+        self.dir = Path(sweep_dir)
+        self.live = None
+        self._last = 0.0
+
+    def on_poll(self) -> None:
+        if self.live is None:
+            from rich.live import Live
+
+            self.live = Live(status_table(self.dir), refresh_per_second=1)
+            self.live.start()
+        elif time.time() - self._last > 2:
+            self.live.update(status_table(self.dir))
+            self._last = time.time()
+
+    def on_stop(self) -> None:
+        if self.live is not None:
+            self.live.update(status_table(self.dir))
+            self.live.stop()
+            self.live = None
