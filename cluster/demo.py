@@ -36,6 +36,7 @@ def run_demo(out: str | Path = "runs/demo", *, num_cpus: int | None = None, prog
     ``grid``/``prereg`` replace the tour's (tests run a tiny tour through the same code).
     """
     from cluster.sweep import run_sweep
+    from mech.plots import report_section
     from runner._io import write_json_atomic
     from runner.analysis.prereg import load_locked
     from runner.analysis.verdicts import verdict
@@ -55,5 +56,5 @@ def run_demo(out: str | Path = "runs/demo", *, num_cpus: int | None = None, prog
     v = verdict(sweep_dir, locked)
     vj = out / "verdict.json"
     write_json_atomic(vj, json.loads(json.dumps(v, default=str)))
-    page = write_report([sweep_dir], locked, out_dir=out / "report")
+    page = write_report([sweep_dir], locked, out_dir=out / "report", extra_sections=[report_section])
     return {"sweep": res, "verdict": v, "verdict_json": vj, "report": page, "seconds": time.time() - t0}

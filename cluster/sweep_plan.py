@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner._io import utcnow, write_json_atomic
+from runner._io import utcnow, write_json_atomic, write_text_atomic
 from runner.grid import Cell, GridError, GridSpec, Resources, load_grid
 from runner.store import group_complete
 
@@ -137,9 +137,7 @@ def prepare_sweep(spec_file: str | Path, sweep_dir: str | Path) -> Sweep:
     if existing.exists() and load_grid(existing) != spec:
         raise GridError(f"{d} holds a sweep of a different grid spec; use another --out")
     if not existing.exists():
-        tmp = d / ".grid.toml.tmp"
-        tmp.write_text(spec_file.read_text())
-        os.replace(tmp, existing)
+        write_text_atomic(existing, spec_file.read_text())
     root = zarr.open_group(str(d / "store.zarr"), mode="a", use_consolidated=False)
     root.require_group("runs")
     sw = Sweep(d, spec)

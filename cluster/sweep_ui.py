@@ -13,7 +13,7 @@ from cluster.sweep_plan import Sweep
 def sweep_status(sweep_dir: str | Path) -> list[dict]:
     """One row per cell: label, run id, state, last scored step, label so far (safe while running)."""
     from runner.store import RunStore
-    from runner.trajectory import family_figures
+    from runner.trajectory import figures_from_store
 
     sw = Sweep(sweep_dir)
     man = {c["run_id"]: c for c in sw.manifest().get("cells", [])}
@@ -28,9 +28,7 @@ def sweep_status(sweep_dir: str | Path) -> list[dict]:
             if st.n_complete:
                 steps = st.steps()
                 row["step"] = int(steps[-1])
-                f = family_figures(steps, st.series(f"{fam}/acc_conflict_heldout"),
-                                   st.series(f"{fam}/acc_agree_heldout"), st.series(f"{fam}/cm"))
-                row["label"] = f.get("label")
+                row["label"] = figures_from_store(st, fam).get("label")
                 if st.attrs.get("complete"):
                     row["state"] = "complete"
                 elif row["state"] in ("submitted", "pending"):

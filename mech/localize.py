@@ -12,7 +12,7 @@ Method (per run and rule family, on the heldout conflict probes, at every checkp
 4. the embedding-level scalar cos(class-mean cue embedding difference, rule-answer unembedding
    difference).
 
-Ranking. The run's CM trajectory (``runner.summary.family_figures`` on the store) gives the
+Ranking. The run's CM trajectory (``runner.trajectory.figures_from_store``) gives the
 smoothed CM peak and the CM zero-crossing (``cm_cross``). Each component's *competitor
 contribution* is ``-DLA`` (mean over items); its growth is the mean over the post window
 (``step >= cm_cross``) minus the mean over the pre window (``peak <= step < cm_cross``). The table
@@ -44,7 +44,7 @@ from runner._io import write_json_atomic
 from runner.model import load_model
 from runner.scoring import encode_battery
 from runner.store import open_run_store
-from runner.trajectory import Classifier, family_figures, smooth
+from runner.trajectory import Classifier, figures_from_store, smooth
 
 from .attribution import (
     ablation_hooks,
@@ -65,11 +65,8 @@ def _store_trajectory(run_dir: Path, family: str, k: Classifier) -> tuple[dict, 
 
     try:
         st = open_run_store(run_dir)
-        steps = st.series(f"{family}/step")
-        cm = st.series(f"{family}/cm")
-        fig = family_figures(steps, st.series(f"{family}/acc_conflict_heldout"),
-                             st.series(f"{family}/acc_agree_heldout"), cm, k)
-        return fig, {int(s): float(c) for s, c in zip(steps, cm)}
+        steps, cm = st.series(f"{family}/step"), st.series(f"{family}/cm")
+        return figures_from_store(st, family, k), {int(s): float(c) for s, c in zip(steps, cm)}
     except (FileNotFoundError, KeyError):
         return {}, {}
 

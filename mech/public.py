@@ -23,13 +23,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from runner._io import write_json_atomic
+from runner._io import atomic_path, write_json_atomic
 from runner.scoring import aggregate, continuation_logprobs, encode_battery
 from runner.store import RunStore
 from runner.trajectory import write_summary
@@ -153,13 +152,10 @@ def score_revision(model: str, revision: str, source: str, battery: str, out_dir
     enc = encode_battery(items, tok, bos, int(bridge.cfg.n_ctx), pad_id=int(pad))
     lpc, lpd = continuation_logprobs(bridge, enc, batch_size=batch_size)
     n_params = int(sum(p.numel() for p in bridge.parameters()))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.stem}.", suffix=".npz")
-    os.close(fd)
     meta = {"model": model, "revision": revision, "step": revision_step(revision), "commit": commit,
             "folder": str(folder), "n_params": n_params, "source": source}
-    np.savez(tmp, lp_correct=lpc, lp_distractor=lpd, meta=json.dumps(meta))
-    os.replace(tmp, dest)
+    with atomic_path(dest) as tmp:
+        np.savez(tmp, lp_correct=lpc, lp_distractor=lpd, meta=json.dumps(meta))
     return meta
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from runner._io import atomic_path
 from runner.config import ModelConfig, RunConfig
 from runner.store import RunDir
 
@@ -25,7 +26,7 @@ def build_model(cfg: ModelConfig, d_vocab: int, seed: int):
         d_mlp=cfg.d_mlp, n_ctx=cfg.n_ctx, d_vocab=d_vocab, act_fn=cfg.act_fn,
         normalization_type="LN", device="cpu", seed=seed,
     )
-    return TransformerBridge.boot_native(tl_cfg)
+    return TransformerBridge.boot_native(tl_cfg)  # pyright: ignore[reportAttributeAccessIssue] (added at import)
 
 
 def n_params(model) -> int:
@@ -41,10 +42,8 @@ def save_weights(model, path: Path) -> None:
     """safetensors, written to a temporary name then renamed."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
 
 
 def load_model(run_dir: str | Path, step: int | None = None):

@@ -21,19 +21,16 @@ the run finishes.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import zarr
 
+from runner._io import utcnow as _utcnow
 from runner.world.batteries import ProbeItem
-
-
-def _utcnow() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 class RunDir:
@@ -190,10 +187,36 @@ class RunStore:
         self.g.attrs.update({**attrs, "families": fams, "n_complete": 0, "complete": False,
                              "layout_ready": True})
 
+    # ---- typed access (zarr's own annotations are unions over arrays, groups and scalars) -----
+    def array(self, key: str) -> zarr.Array:
+        """The array at ``key`` (``train/loss``, ``<family>/cm`` ...); a clear error if it is a group."""
+        a = self.g[key]
+        if not isinstance(a, zarr.Array):
+            raise KeyError(f"{key!r} in {self.path} is a group, not an array")
+        return a
+
+    def group(self, key: str) -> zarr.Group:
+        a = self.g[key]
+        if not isinstance(a, zarr.Group):
+            raise KeyError(f"{key!r} in {self.path} is an array, not a group")
+        return a
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return cast(Any, self.g.attrs.get(key, default))
+
+    def item_labels(self, family: str, field: str) -> np.ndarray:
+        """Per-item strings of ``family`` (``condition``, ``split``, ``template_id``, ``item``)."""
+        return np.asarray(self.array(f"{family}/{field}")[:])
+
+    @staticmethod
+    def _is_step_series(arr: zarr.Array) -> bool:
+        dims = getattr(arr.metadata, "dimension_names", None)
+        return bool(dims) and dims[0] == "step"
+
     # ---- writing -----------------------------------------------------------------------------
     @property
     def n_complete(self) -> int:
-        return int(self.g.attrs.get("n_complete", 0))
+        return int(self.attr("n_complete", 0))
 
     def _append(self, arr, value) -> None:
         n = self.n_complete
@@ -204,20 +227,20 @@ class RunStore:
                lp_distractor: np.ndarray, metrics: dict[str, float]) -> None:
         """Append one checkpoint's row everywhere, then advance the completion marker."""
         n = self.n_complete
-        if n and int(self.g["train/step"][n - 1]) >= step:
-            raise ValueError(f"step {step} is not after the last stored step {int(self.g['train/step'][n - 1])}")
-        self._append(self.g["train/step"], step)
-        self._append(self.g["train/loss"], loss)
-        self._append(self.g["train/lr"], lr)
+        last = self.steps()[-1] if n else None
+        if last is not None and int(last) >= step:
+            raise ValueError(f"step {step} is not after the last stored step {int(last)}")
+        self._append(self.array("train/step"), step)
+        self._append(self.array("train/loss"), loss)
+        self._append(self.array("train/lr"), lr)
         fam_arr = np.array([it.family for it in items])
-        for fam in self.g.attrs["families"]:
+        for fam in self.families():
             m = fam_arr == fam
-            fg = self.g[fam]
-            self._append(fg["step"], step)
-            self._append(fg["logp_correct"], lp_correct[m])
-            self._append(fg["logp_distractor"], lp_distractor[m])
-            for name, arr in fg.arrays():
-                if arr.ndim == 1 and arr.metadata.dimension_names == ("step",) and name != "step":
+            self._append(self.array(f"{fam}/step"), step)
+            self._append(self.array(f"{fam}/logp_correct"), lp_correct[m])
+            self._append(self.array(f"{fam}/logp_distractor"), lp_distractor[m])
+            for name, arr in self.group(fam).arrays():
+                if arr.ndim == 1 and self._is_step_series(arr) and name != "step":
                     self._append(arr, metrics.get(f"{fam}/{name}", np.nan))
         if "first_scored_utc" not in self.g.attrs:
             self.g.attrs["first_scored_utc"] = _utcnow()
@@ -232,9 +255,9 @@ class RunStore:
         self.g.attrs.update({"n_complete": keep, "complete": False})
 
     def _step_arrays(self):
-        for gname in ["train", *self.g.attrs.get("families", [])]:
-            for name, arr in self.g[gname].arrays():
-                if arr.metadata.dimension_names and arr.metadata.dimension_names[0] == "step":
+        for gname in ["train", *self.families()]:
+            for name, arr in self.group(gname).arrays():
+                if self._is_step_series(arr):
                     yield f"{gname}/{name}", arr
 
     def set_attr(self, key: str, value) -> None:
@@ -242,25 +265,25 @@ class RunStore:
 
     def add_event(self, event: dict) -> None:
         """Append an event (e.g. a monitor warning) to the group's ``events`` attribute."""
-        self.g.attrs["events"] = [*self.g.attrs.get("events", []), event]
+        self.g.attrs["events"] = [*self.attr("events", []), event]
 
     def mark_complete(self, **extra) -> None:
         self.g.attrs.update({"complete": True, "completed_utc": _utcnow(), **extra})
 
     # ---- reading -----------------------------------------------------------------------------
     def steps(self) -> np.ndarray:
-        return np.asarray(self.g["train/step"][: self.n_complete])
+        return np.asarray(self.array("train/step")[: self.n_complete])
 
     def series(self, key: str) -> np.ndarray:
         """``train/loss``, ``<family>/cm``, ``<family>/logp_correct`` ... (complete rows only)."""
-        return np.asarray(self.g[key][: self.n_complete])
+        return np.asarray(self.array(key)[: self.n_complete])
 
     def families(self) -> list[str]:
-        return list(self.g.attrs.get("families", []))
+        return list(self.attr("families", []))
 
     def metrics(self, family: str) -> list[str]:
-        return sorted(n for n, a in self.g[family].arrays()
-                      if a.ndim == 1 and a.metadata.dimension_names == ("step",) and n != "step")
+        return sorted(n for n, a in self.group(family).arrays()
+                      if a.ndim == 1 and self._is_step_series(a) and n != "step")
 
     @property
     def attrs(self) -> dict:

@@ -15,8 +15,7 @@ def replay_run(run_dir, family: str, k: TrendConfig = TrendConfig(), n: int = 64
     a false alarm (a warning on a run that ends RECOVERED)."""
 
     store = open_run_store(run_dir)
-    g = store.g[family]
-    cond, split = g["condition"][:], g["split"][:]
+    cond, split = store.item_labels(family, "condition"), store.item_labels(family, "split")
     idx = [i for i, (c, s) in enumerate(zip(cond, split)) if c == "conflict" and s == "heldout"][:n]
     diff = store.series(f"{family}/logp_correct")[:, idx] - store.series(f"{family}/logp_distractor")[:, idx]
     steps = store.series(f"{family}/step")

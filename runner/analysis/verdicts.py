@@ -101,7 +101,7 @@ def run_verdict(run_dir: Path, locked: Locked, unseal: bool = False) -> dict:
     seed = int(hashlib.sha256(run_dir.name.encode()).hexdigest()[:8], 16)
     for fam in store.families():
         steps = store.series(f"{fam}/step")
-        cond, split = store.g[fam]["condition"][:], store.g[fam]["split"][:]
+        cond, split = store.item_labels(fam, "condition"), store.item_labels(fam, "split")
         m = (cond == "conflict") & (split == "heldout")
         diff = store.series(f"{fam}/logp_correct")[:, m] - store.series(f"{fam}/logp_distractor")[:, m]
         f = figures_from_store(store, fam, k)

@@ -169,7 +169,9 @@ def _engine(cfg: RunConfig, model, world: int):
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=ds_config)
+    # LambdaLR is an LRScheduler; DeepSpeed's annotation names the old _LRScheduler
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched,  # pyright: ignore
+                                           config=ds_config)
     return engine, sched
 
 

@@ -20,11 +20,12 @@ the run's store (``RunStore.add_event``) when one is attached, and a call to ``o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, cast
 
 import numpy as np
 
 from runner.scoring import aggregate, continuation_logprobs, encode_battery
+from runner.store import RunStore
 from runner.train.callbacks import TrainCallback, TrainContext
 from runner.world.batteries import ProbeItem, select
 
@@ -48,7 +49,7 @@ def trend_warning(steps, cms, k: TrendConfig = TrendConfig()) -> dict | None:
     if len(steps) < k.window:
         return None
     s, c = steps[-k.window :], cms[-k.window :]
-    slope, _, lo, hi = theilslopes(c, s, alpha=k.confidence)
+    slope, _, lo, hi = cast(tuple[float, float, float, float], tuple(theilslopes(c, s, alpha=k.confidence)))
     now = float(np.median(c[-3:]))  # robust current level
     if now <= 0 or hi >= 0:
         return None
@@ -99,7 +100,7 @@ class Monitor:
     pad_id: int = 0
     trend: TrendConfig = TrendConfig()
     on_warning: Callable[[dict], None] | None = None
-    store: object = None  # a RunStore: warnings become events there
+    store: RunStore | None = None  # warnings become events there
     log: Callable[[str], None] = print
     history: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)

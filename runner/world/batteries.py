@@ -10,12 +10,12 @@ prior-pull prompts, whose ``correct`` is the competitor's answer).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from runner._io import atomic_path
 
 CONDITIONS = ("conflict", "agree", "neutral")
 SPLITS = ("train", "heldout")
@@ -56,18 +56,10 @@ class ProbeItem(BaseModel):
 
 def write_battery(items: Iterable[ProbeItem], path: str | Path) -> Path:
     """Write items as JSONL atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            for it in items:
-                f.write(json.dumps(it.model_dump(), sort_keys=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        for it in items:
+            f.write(json.dumps(it.model_dump(), sort_keys=False) + "\n")
+    return Path(path)
 
 
 def read_battery(path: str | Path) -> list[ProbeItem]:
