@@ -18,49 +18,22 @@ from rich.console import Console
 from rich.markup import escape
 
 from cluster.cli_base import (
+    PREREG_OPTION,
+    UNSEAL_OPTION,
     UserError,
     _validation_message,
     app,
+    check_quarantine,
     console,
     corpus_app,
     main,
     plain_log,
 )
-
-
-def _corpus_config(preset: str, seed: int, n_stories: Optional[int], support: Optional[float],
-                   text_column: str):
-    from runner.config import CorpusConfig
-
-    kw = {"name": preset, "seed": seed, "support": support, "text_column": text_column}
-    if n_stories is not None:
-        kw["n_stories"] = n_stories
-    try:
-        return CorpusConfig(**kw)
-    except ValidationError as e:
-        raise UserError(_validation_message(e, "corpus.")) from None
-
-
-@corpus_app.command("build")
-def corpus_build(
-    preset: str = typer.Option("web", help="stories | web | synthetic | hf:<dataset folder>"),
-    seed: int = typer.Option(0, help="generator seed"),
-    out: Path = typer.Option(Path("runs/corpora"), help="parent folder of built corpora"),
-    n_stories: Optional[int] = typer.Option(None, help="rows (stories); default 160,000"),
-    support: Optional[float] = typer.Option(None, help="override the preset's support (0..1]"),
-    text_column: str = typer.Option("text", help="text column of an hf: dataset"),
-) -> None:
-    """Build a corpus (deterministic from its config) and print its manifest."""
-    from rich.progress import Progress
-
-    from runner.data.corpora import build_corpus, load_corpus
-
-    cfg = _corpus_config(preset, seed, n_stories, support, text_column)
-    with Progress(console=console, transient=True) as p:
-        task = p.add_task(f"building {cfg.dirname}", total=cfg.n_stories)
-        path = build_corpus(cfg, out, progress=lambda n: p.update(task, completed=n))
-    m = load_corpus(path).manifest
-    console.print(f"[bold]{path}[/]: {m['n_rows']:,} rows, {m['n_tokens']:,} tokens, sha256 {m['sha256'][:16]}…")
+from cluster.cli_corpus import corpus_config as _corpus_config
+from cluster.cli_corpus import rows_fill_context, run_corpus
+from cluster.cli_plan import preset_config
+from cluster.cli_rescore import BATTERY_OPTION, scores_of
+from cluster.cli_support import FAMILIES_HELP
 
 
 @corpus_app.command("intervene")
@@ -118,49 +91,52 @@ def corpus_intervene(
 
 @app.command()
 def support(
-    corpus: Path = typer.Argument(..., help="a built corpus folder (runs/corpora/web-s0)"),
-    families: str = typer.Option("pronoun_gender,number_agreement", help="comma-separated rule families"),
+    corpus: Path = typer.Argument(..., help="a built corpus folder (runs/corpora/web-s0); for rule-versus-prior "
+                                            "families also a .txt file or folder (one document per line), a Hugging "
+                                            "Face dataset on disk or a .npy token stream, with --tokenizer"),
+    families: str = typer.Option("pronoun_gender,number_agreement", help=FAMILIES_HELP),
     k: int = typer.Option(16, min=1, help="window after each cue (tokens)"),
     json_out: Optional[Path] = typer.Option(None, "--json",
                                             help="where to write this report (default <corpus>/support.json)"),
+    tokenizer: Optional[Path] = typer.Option(None, help="tokenizer.json of raw text or a .npy stream"),
+    text_column: str = typer.Option("text", help="text column of a Hugging Face dataset"),
+    multi_token_cues: bool = typer.Option(False, "--multi-token-cues",
+                                          help="also count cue words of several tokens (matched as sequences)"),
+    pool: bool = typer.Option(False, "--pool", help="also show counts pooled over cue classes"),
 ) -> None:
-    """Support frequency per rule family and cue class (windowed, bigram, contested), per document.
+    """Support frequency per rule family and cue class (windowed, bigram, contested; frame bigram
+    and a/an for rule-versus-prior families), per document. Exits 2, naming the family, when a
+    counter finds no event at all (its ratio is None, never 1).
 
-    Counts are cached under <corpus>/support/, one file per (family, k, counting version, corpus);
-    the report written to --json is for reading only: nothing reads it back."""
-    from rich.table import Table
-
+    Counts of a built corpus are cached under <corpus>/support/, one file per (family, k, counting
+    version, corpus); the report written to --json is for reading only: nothing reads it back."""
+    from cluster.cli_support import parse_families, print_cues, silent_message, support_table
     from runner._io import write_json_atomic
-    from runner.config import known_families
-    from runner.data.corpora import CorpusError, load_corpus
-    from runner.data.support import SUPPORT_VERSION, corpus_support
+    from runner.analysis.audit import AuditError
+    from runner.analysis.audit_rvp import support_counts
+    from runner.data.corpora import CorpusError
+    from runner.data.support import SUPPORT_VERSION
 
+    fams = parse_families(families, "families")
     try:
-        fams = known_families(tuple(f.strip() for f in families.split(",") if f.strip()))
-    except ValueError as e:
-        raise UserError(f"families: {e}") from None
-    try:
-        c = load_corpus(corpus)
-    except CorpusError as e:
+        rep = support_counts(corpus, list(fams), k=k, tokenizer=str(tokenizer) if tokenizer else None,
+                             text_column=text_column, multi_token_cues=multi_token_cues, pool=pool)
+    except (AuditError, CorpusError) as e:
         raise UserError(str(e)) from None
-    res = corpus_support(corpus, fams, k=k)
-    t = Table(title=f"support in {corpus} ({c.n_tokens:,} tokens, k={k})")
-    for col in ("family", "class", "mode", "rule", "prior", "cues", "support_ratio"):
-        t.add_column(col, justify="right" if col in ("rule", "prior", "cues", "support_ratio") else "left")
-    for fam, classes in res.items():
-        for cls, modes in classes.items():
-            for mode, v in modes.items():
-                t.add_row(fam, cls, mode, f"{v['rule']:,}", f"{v['prior']:,}", f"{v['cues']:,}", f"{v['ratio']:.3f}")
-    console.print(t)
-    dest = json_out or (corpus / "support.json")
-    write_json_atomic(dest, {"corpus": str(corpus), "k": k, "version": SUPPORT_VERSION, "n_tokens": c.n_tokens,
-                             "families": res})
+    console.print(support_table(f"support in {corpus} ({rep['n_tokens']:,} tokens, k={k})", rep["counts"]))
+    print_cues(rep["cues"])
+    dest = json_out or (corpus / "support.json" if corpus.is_dir() else corpus.with_suffix(".support.json"))
+    write_json_atomic(dest, {"corpus": str(corpus), "k": k, "version": SUPPORT_VERSION, "n_tokens": rep["n_tokens"],
+                             "families": rep["counts"], "cue_words": rep["cues"]})
     console.print(f"wrote {dest}")
+    if rep["silent"]:
+        raise UserError(silent_message(rep["silent"]))
 
 
 @app.command()
 def train(
-    corpus: str = typer.Option("web", help="stories | web | synthetic | hf:<dataset folder>"),
+    corpus: str = typer.Option("web", help="stories | web | synthetic | hf:<dataset folder> | the --name of a "
+                                           "corpus built from --source under <out>/corpora"),
     budget: str = typer.Option("packed", help="packed | dn<ratio> (e.g. dn5, dn15)"),
     seed: int = typer.Option(42, help="training seed (init and data order)"),
     out: Path = typer.Option(Path("runs"), help="runs folder (corpora are built under <out>/corpora)"),
@@ -174,12 +150,20 @@ def train(
     watch: Optional[str] = typer.Option(
         None, help="rule families the live monitor watches (warns before CM crosses zero)"),
     config: Optional[Path] = typer.Option(None, help="a RunConfig JSON; flags given explicitly are ignored"),
+    preset: Optional[str] = typer.Option(None, help="start from a run preset: paper (the paper's model and "
+                                                    "schedule; docs/paper-setting.md)"),
+    arm: Optional[str] = typer.Option(None, help="with --preset: the preset's per-corpus settings to use "
+                                                 "(paper: tinystories | web; default: by corpus name)"),
     progress: bool = typer.Option(True, help="show a progress bar"),
+    prereg: Optional[Path] = PREREG_OPTION,
+    unseal: Optional[str] = UNSEAL_OPTION,
 ) -> None:
-    """Train one run through DeepSpeed, scoring probes at every checkpoint; resumes if interrupted."""
+    """Train one run through DeepSpeed, scoring probes at every checkpoint; resumes if interrupted.
+    A seed quarantined by the prereg is refused unless unsealed."""
     from interventions import InterventionError
     from runner.config import RunConfig
     from runner.data.corpora import CorpusError
+    from runner.data.streams import BudgetError
     from runner.train import prepare_run, train_run
     from runner.train.monitor import monitor_callback
 
@@ -189,15 +173,13 @@ def train(
         except ValidationError as e:
             raise UserError(_validation_message(e)) from None
     else:
-        cfg_c = _corpus_config(corpus, corpus_seed, n_stories, support, "text")
+        cfg_c = run_corpus(corpus, out / "corpora", corpus_seed, n_stories, support)
         tr = {"budget": budget, "seed": seed, "zero_stage": zero_stage}
         if steps is not None:
             tr["steps"] = steps
         probes = {"battery": str(battery)} if battery else {}
-        try:
-            cfg = RunConfig(corpus=cfg_c, train=tr, probes=probes, dose=dose)
-        except ValidationError as e:
-            raise UserError(_validation_message(e)) from None
+        cfg = rows_fill_context(preset_config(preset, arm, cfg_c, train=tr, probes=probes, dose=dose))
+    check_quarantine(prereg, {cfg.run_id: cfg.train.seed}, unseal, "train")
     try:
         prepare_run(cfg, out)
     except ValueError as e:
@@ -206,7 +188,7 @@ def train(
         watched = tuple(f.strip() for f in watch.split(",")) if watch else ()
         callbacks = [monitor_callback(watched, log=plain_log)] if watched else []
         run_dir = train_run(cfg, out, callbacks=callbacks, progress=progress, log=plain_log)
-    except (CorpusError, InterventionError) as e:  # includes the disjointness gate (before training)
+    except (CorpusError, InterventionError, BudgetError) as e:  # incl. the disjointness gate (before training)
         raise UserError(str(e)) from None
     console.print(f"run [bold]{run_dir}[/]  (ungrok show {run_dir})")
 
@@ -216,8 +198,14 @@ def show(
     run: Path = typer.Argument(..., help="a run folder (runs/<run-id>)"),
     as_json: bool = typer.Option(False, "--json", help="print the figures as JSON only"),
     every: int = typer.Option(4, help="table: show every Nth checkpoint"),
+    battery: Optional[str] = BATTERY_OPTION,
+    prereg: Optional[Path] = PREREG_OPTION,
+    unseal: Optional[str] = UNSEAL_OPTION,
 ) -> None:
-    """A run's trajectory as a table and a PNG, and its figures (peak, final, onset, CM crossing)."""
+    """A run's trajectory as a table and a PNG, and its figures (peak, final, onset, CM crossing);
+    --battery NAME: those of a rescored battery. A run of a seed quarantined by the prereg is
+    refused unless unsealed."""
+    from runner.analysis.verdicts import run_seeds
     from runner.report.plots import plot_run
     from runner.report.tables import figures_table, trajectory_table
     from runner.store import is_run_dir
@@ -225,13 +213,15 @@ def show(
 
     if not is_run_dir(run):
         raise UserError(f"{run} is not a run folder (no run.json); pass runs/<run-id>")
-    summary = write_summary(run)
-    if as_json:
-        print(json.dumps(summary, indent=2))
-        return
-    console.print(trajectory_table(run, every=every))
-    console.print(figures_table(summary))
-    console.print(f"plot: {plot_run(run, figures=summary['families'])}")
+    check_quarantine(prereg, run_seeds([run]), unseal, "show")
+    with scores_of(battery):
+        summary = write_summary(run)
+        if as_json:
+            print(json.dumps(summary, indent=2))
+            return
+        console.print(trajectory_table(run, every=every))
+        console.print(figures_table(summary))
+        console.print(f"plot: {plot_run(run, figures=summary['families'])}")
 
 
 
@@ -261,8 +251,11 @@ def sweep(
     reuse: Optional[list[Path]] = typer.Option(
         None, help="another sweep folder whose complete cells with the same run id are copied in, "
                    "not recomputed (repeatable)"),
+    prereg: Optional[Path] = PREREG_OPTION,
+    unseal: Optional[str] = UNSEAL_OPTION,
 ) -> None:
-    """Run the grid on Ray; rerunning skips finished cells and resumes unfinished ones."""
+    """Run the grid on Ray; rerunning skips finished cells and resumes unfinished ones. A grid with
+    seeds quarantined by the prereg is refused unless unsealed."""
     from cluster.sweep import StreamError, run_sweep
     from runner.grid import GridError, load_grid
 
@@ -271,6 +264,7 @@ def sweep(
     except GridError as e:
         raise UserError(str(e)) from None
     out = out or Path("runs/sweeps") / g.name
+    check_quarantine(prereg, {c.label: c.seed for c in g.cells()}, unseal, "sweep")
     try:
         res = run_sweep(spec, out, address=address, num_cpus=num_cpus, progress=progress, dashboard=dashboard,
                         node_ip=node_ip_address, log=plain_log, reuse=reuse)
@@ -280,12 +274,24 @@ def sweep(
 
 
 @app.command()
-def status(sweep_dir: Path = typer.Argument(..., help="a sweep folder")) -> None:
-    """Cell, state, step and label so far; works while the sweep runs and after."""
+def status(
+    sweep_dir: Path = typer.Argument(..., help="a sweep folder"),
+    prereg: Optional[Path] = PREREG_OPTION,
+    unseal: Optional[str] = UNSEAL_OPTION,
+) -> None:
+    """Cell, state, step and label so far; works while the sweep runs and after. A sweep with
+    seeds quarantined by the prereg is refused unless unsealed."""
     from cluster.sweep import status_table
+    from cluster.sweep_plan import Sweep
+    from runner.grid import GridError
 
     if not (sweep_dir / "grid.toml").exists():
         raise UserError(f"{sweep_dir} is not a sweep folder (no grid.toml)")
+    try:
+        cells = Sweep(sweep_dir).cells
+    except GridError as e:
+        raise UserError(str(e)) from None
+    check_quarantine(prereg, {c.label: c.seed for c in cells}, unseal, "status")
     console.print(status_table(sweep_dir))
 
 
@@ -295,12 +301,16 @@ def submit(
     address: str = typer.Option(..., help="the Jobs API, e.g. http://HEAD:8265"),
     out: Path = typer.Option(..., help="sweep folder on the cluster's shared filesystem"),
     follow: bool = typer.Option(True, help="print the job's logs until it ends"),
+    prereg: Optional[Path] = PREREG_OPTION,
+    unseal: Optional[str] = UNSEAL_OPTION,
 ) -> None:
-    """Submit the sweep as a Ray job; prints the job id (and follows its logs)."""
+    """Submit the sweep as a Ray job; prints the job id (and follows its logs). A grid with seeds
+    quarantined by the prereg is refused here, before submission, unless unsealed."""
     from cluster.sweep import submit as do_submit
-    from runner.grid import GridError
+    from runner.grid import GridError, load_grid
 
     try:
+        check_quarantine(prereg, {c.label: c.seed for c in load_grid(spec).cells()}, unseal, "submit")
         job_id, st = do_submit(spec, address, out, follow=follow, log=plain_log)
     except GridError as e:
         raise UserError(str(e)) from None
@@ -342,7 +352,7 @@ def demo(
 
 
 # Register the remaining commands on the same app (import for the side effect).
-from cluster import cli_analysis, cli_mech  # noqa: E402,F401
+from cluster import cli_analysis, cli_classify, cli_corpus, cli_mech, cli_plan, cli_rescore  # noqa: E402,F401
 
 __all__ = ["app", "main"]
 

@@ -51,6 +51,40 @@ def _locked(prereg: Optional[Path]):
         raise UserError(str(e)) from None
 
 
+PREREG_ENV = "UNGROK_PREREG"
+
+
+# ``--prereg`` of a command that touches runs: falls back to ``$UNGROK_PREREG``, so a project names
+# its prereg once. ``--unseal REASON`` breaks the seal on quarantined seeds (logged). Module-level
+# singletons: typer reads them, never changes them, so every command may share them.
+PREREG_OPTION = typer.Option(None, envvar=PREREG_ENV,
+                             help="the locked prereg TOML whose quarantine applies (default: $UNGROK_PREREG; "
+                                  "none: no seed is sealed)")
+UNSEAL_OPTION = typer.Option(None, "--unseal", metavar="REASON",
+                             help="touch quarantined seeds anyway; the reason, who and when are appended to "
+                                  "<prereg>.unseal.jsonl (hash-chained) and shown in the report")
+
+
+def check_quarantine(prereg: Optional[Path], seeds: dict, unseal: Optional[str], command: str, locked=None):
+    """The CLI side of :func:`runner.analysis.quarantine.refuse_quarantined`: refuse (one red line,
+    exit 2) before anything starts, or log the unseal and say so. Returns the loaded prereg (or
+    None); pass ``locked`` when it is already loaded."""
+    from runner.analysis.prereg import PreregError
+    from runner.analysis.quarantine import refuse_quarantined
+
+    locked = locked if locked is not None else _locked(prereg)
+    if unseal is not None and locked is None:
+        raise UserError("--unseal needs the prereg whose quarantine it breaks: --prereg FILE (or $UNGROK_PREREG)")
+    try:
+        rec = refuse_quarantined(locked, seeds, unseal, command)
+    except PreregError as e:
+        raise UserError(str(e)) from None
+    if rec is not None and locked is not None:
+        console.print(f"[yellow]unsealed[/] quarantined seed(s) {rec['seeds']} for {command} "
+                      f"(record {rec['n']} of {locked.path}.unseal.jsonl)", highlight=False)
+    return locked
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ungrok`` console script."""
     try:

@@ -1,4 +1,4 @@
-"""``ungrok`` commands for mechanism and public checkpoints: mech capture/localize, public."""
+"""``ungrok`` commands for mechanism and public checkpoints: mech capture/localize/appendix, public."""
 
 from __future__ import annotations
 
@@ -51,6 +51,42 @@ def mech_localize(
             console.print(f"page: {r['html']}")
 
 
+@mech_app.command("appendix")
+def mech_appendix(
+    path: Path = typer.Argument(..., help="a run folder, or a sweep (every complete run, one Ray task each)"),
+    family: Optional[str] = typer.Option(None, help="rule family (default: every family of the battery)"),
+    measures: Optional[str] = typer.Option(
+        None, help="comma-separated subset of decompose,carrier,decode,crosspatch,direction,bootstrap (default all)"),
+    source: str = typer.Option("auto", help="auto (the zarr capture when it holds the rows, else the weights) | "
+                                            "capture (the capture or an error) | weights (always recompute)"),
+    capture: bool = typer.Option(False, "--capture", help="capture what the zarr capture lacks first (written "
+                                                          "into the run's group)"),
+    address: Optional[str] = typer.Option(None, help="an existing Ray cluster (sweeps)"),
+) -> None:
+    """The paper's mechanism measures (appendix I) from the zarr capture: logit-gap decomposition, carrier head,
+    cue decodability, peak<->final patching, direction specificity, bootstrap; <run>/mech/appendix.json + PNGs,
+    runs side by side here and in `ungrok report`."""
+    from mech.appendix import MEASURES
+    from mech.appendix_report import columns_for, compare_lines
+
+    chosen = tuple(m.strip() for m in measures.split(",")) if measures else MEASURES
+    bad = sorted(set(chosen) - set(MEASURES))
+    if bad:
+        raise UserError(f"unknown measure(s) {', '.join(bad)}; choose from {', '.join(MEASURES)}")
+    if source not in ("auto", "capture", "weights"):
+        raise UserError(f"--source must be auto, capture or weights, got {source!r}")
+    res = _mech_run("appendix", path, address, {"family": family, "measures": chosen, "source": source,
+                                                  "capture_missing": capture})
+    import json as _json
+
+    runs = [Path(r["run"]) for r in res]
+    fams = list(dict.fromkeys(f for r in res for f in _json.loads(Path(r["json"]).read_text())["families"]))
+    for fam in fams:
+        console.print(f"\n{fam}", highlight=False)
+        console.print("\n".join(compare_lines(columns_for(runs, fam))), highlight=False, markup=False)
+    console.print(f"results: {', '.join(r['json'] for r in res)}")
+
+
 def _mech_run(stage: str, path: Path, address, kw: dict) -> list[dict]:
     from cluster.mech_stage import run_stage
 
@@ -70,10 +106,16 @@ def _mech_run(stage: str, path: Path, address, kw: dict) -> list[dict]:
 def public(
     models: str = typer.Option(..., help="comma-separated model names, e.g. pythia-70m,pythia-160m,pythia-410m"),
     revisions: str = typer.Option(
-        "pythia:12", help="step0,step1000,... | pythia (the whole schedule) | pythia:N (N spread over it)"),
+        "pythia:12", help="step0,step1000,... | pythia (the whole schedule) | pythia:N (N spread over it) | all "
+                          "(every checkpoint of a local: or run: source)"),
     source: str = typer.Option(
-        "hub", help="hub[:<org>] (Hugging Face; honours HF_HUB_OFFLINE and its cache) "
-                    "or local:<dir> (a mirror <dir>/<model>/<revision>/)"),
+        "hub", help="hub[:<org>] (Hugging Face; honours HF_HUB_OFFLINE and its cache), local:<dir> (a mirror "
+                    "<dir>/<model>/<revision>/) or run:<dir> (ungrok runs <dir>/<run-id>/, models = run ids)"),
+    bos: bool = typer.Option(False, "--bos/--no-bos", help="prepend the tokenizer's start token (the paper scores "
+                                                          "without; an ungrok run uses the one it trained with)"),
+    max_unknown: float = typer.Option(1.0, min=0.0, max=1.0,
+                                      help="refuse a checkpoint whose tokenizer leaves more than this fraction of "
+                                           "items with unknown tokens"),
     battery: Path = typer.Option(..., help="probe battery JSONL, e.g. ../shared/reference/batteries/rvp4.jsonl"),
     out: Path = typer.Option(Path("runs/public"), help="one run folder per model is written here"),
     families: Optional[str] = typer.Option(None, help="comma-separated battery families (default: all)"),
@@ -91,11 +133,12 @@ def public(
     try:
         res = run_public([m.strip() for m in models.split(",")], revisions, source, battery, out,
                          address=address, num_cpus=num_cpus, cpus_per_task=cpus_per_task, families=fams,
-                         progress=progress, log=console.print)
+                         progress=progress, log=console.print, bos=bos, max_unknown=max_unknown)
     except (PublicError, BatteryError) as e:
         raise UserError(str(e)) from None
     console.print(f"scored {res['scored']}, skipped {res['skipped']} (already scored), failed {len(res['failed'])}; "
-                  f"{res['wall_seconds']} s. Runs: {', '.join(res['runs'])}")
+                  f"{res['wall_seconds']} s; start token {'prepended' if bos else 'none'}. "
+                  f"Runs: {', '.join(res['runs'])}")
     console.print(f"next: ungrok report {out}")
     if res["failed"]:
         raise typer.Exit(1)

@@ -1,4 +1,4 @@
-"""Mechanistic stages (capture, localize) for one run or, on Ray, every complete run of a sweep.
+"""Mechanistic stages (capture, localize, appendix) for one run or, on Ray, every complete run of a sweep.
 
 Each run is one Ray task (the driver holds no weights); a task writes only its own run's
 ``mech/`` folder and its own capture group, so tasks never share a chunk.
@@ -11,6 +11,7 @@ from pathlib import Path
 
 
 def _stage(stage: str, run_dir: str, kw: dict) -> dict:
+    from mech.appendix import appendix_run
     from mech.capture import capture_run
     from mech.localize import localize_run
 
@@ -18,6 +19,9 @@ def _stage(stage: str, run_dir: str, kw: dict) -> dict:
     if stage == "capture":
         res = capture_run(run_dir, **kw)
         return {"run": run_dir, "seconds": time.time() - t0, "families": sorted(res["families"])}
+    if stage == "appendix":
+        res = appendix_run(run_dir, **kw)
+        return {"run": run_dir, "seconds": time.time() - t0, "json": res["json"], "png": res["png"]}
     res = localize_run(run_dir, **kw)
     return {"run": run_dir, "seconds": time.time() - t0, "json": res["json"], "html": res["html"]}
 
@@ -35,7 +39,7 @@ def complete_runs(path: str | Path) -> list[Path]:
 
 def run_stage(stage: str, path: str | Path, *, address: str | None = None, num_cpus: int | None = None,
               log=print, **kw) -> list[dict]:
-    """``stage`` (capture | localize) on one run in-process, or on every complete run of a sweep
+    """``stage`` (capture | localize | appendix) on one run in-process, or on every complete run of a sweep
     as Ray tasks (one per run); failures are reported per run, never swallowed."""
     runs = complete_runs(path)
     if len(runs) == 1:

@@ -17,32 +17,27 @@ from mech.public import (
     assemble_run,
     parse_revisions,
     score_revision,
+    scored_with,
 )
 from runner.world.batteries import read_battery
 
 
 def run_public(models: list[str], revisions: str, source: str, battery: str | Path, out: str | Path, *,
                address: str | None = None, num_cpus: int | None = None, cpus_per_task: float = 1,
-               families: list[str] | None = None, batch_size: int = 64, progress: bool = True, log=print) -> dict:
-    """Validate everything, score every (model, revision) not yet scored, assemble the runs."""
+               families: list[str] | None = None, batch_size: int = 64, progress: bool = True, log=print,
+               bos: bool = False, max_unknown: float = 1.0) -> dict:
+    """Validate everything, score every (model, revision) not yet scored (with this start-token
+    setting: ``bos`` prepends the tokenizer's, off by default), assemble the runs. ``revisions``
+    ``all``: every checkpoint a ``run:`` or ``local:`` source holds."""
     import ray
 
     from cluster.sweep import init_ray
 
-    revs = parse_revisions(revisions)
-    Source(source)  # refuse a malformed source before any task starts
-    if not models or any(not m.strip() for m in models):
-        raise PublicError("models: give a comma-separated list, e.g. pythia-70m,pythia-160m")
-    if len(set(models)) != len(models):
-        raise PublicError("models: a model is listed twice")
-    items = read_battery(battery)
-    if families:
-        missing = sorted(set(families) - {it.family for it in items})
-        if missing:
-            raise PublicError(f"families: {missing} are not in the battery {battery}")
+    revs_of = _check(models, revisions, source, battery, families)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    todo = [(m, r) for m in models for r in revs if not (out / m / "revisions" / f"{r}.npz").exists()]
+    todo = [(m, r) for m in models for r in revs_of[m]
+            if not scored_with(out / m / "revisions" / f"{r}.npz", source, bos)]
     started_here = not ray.is_initialized()
     if started_here:
         init_ray(address, num_cpus)
@@ -50,8 +45,8 @@ def run_public(models: list[str], revisions: str, source: str, battery: str | Pa
     failed: list[str] = []
     try:
         task = ray.remote(score_revision).options(num_cpus=cpus_per_task, max_retries=2)
-        refs = {task.remote(m, r, source, str(Path(battery).resolve()), str(out.resolve()), batch_size): (m, r)
-                for m, r in todo}
+        refs = {task.remote(m, r, source, str(Path(battery).resolve()), str(out.resolve()), batch_size, bos,
+                            max_unknown): (m, r) for m, r in todo}
         bar = _bar(len(refs)) if progress and refs else None
         pending = list(refs)
         while pending:
@@ -73,8 +68,29 @@ def run_public(models: list[str], revisions: str, source: str, battery: str | Pa
             ray.shutdown()
     runs = [str(assemble_run(out, m, str(battery), families)) for m in models
             if any((out / m / "revisions").glob("step*.npz"))]
-    return {"out": str(out), "scored": len(todo) - len(failed), "skipped": len(models) * len(revs) - len(todo),
+    total = sum(len(r) for r in revs_of.values())
+    return {"out": str(out), "scored": len(todo) - len(failed), "skipped": total - len(todo), "bos": bos,
             "failed": failed, "runs": runs, "wall_seconds": round(time.time() - t0, 2)}
+
+
+def _check(models: list[str], revisions: str, source: str, battery: str | Path,
+           families: list[str] | None) -> dict[str, list[str]]:
+    """Refuse bad input before any task starts; the revisions to score per model."""
+    src = Source(source)
+    if not models or any(not m.strip() for m in models):
+        raise PublicError("models: give a comma-separated list, e.g. pythia-70m,pythia-160m")
+    if len(set(models)) != len(models):
+        raise PublicError("models: a model is listed twice")
+    revs_of = {m: src.revisions(m) if revisions.strip() == "all" else parse_revisions(revisions) for m in models}
+    empty = [m for m, r in revs_of.items() if not r]
+    if empty:
+        raise PublicError(f"models {empty}: the source {source} holds no checkpoints of them")
+    items = read_battery(battery)
+    if families:
+        missing = sorted(set(families) - {it.family for it in items})
+        if missing:
+            raise PublicError(f"families: {missing} are not in the battery {battery}")
+    return revs_of
 
 
 def _bar(total: int):

@@ -19,12 +19,16 @@ What is stored (names from :func:`mech.names.hook_name`, dims after ``(step, ite
 - ``blocks.L.hook_mlp_out`` ``(layer, d_model)``;
 - ``ln_final.hook_scale`` ``()``: the final LayerNorm's scale, so direct logit attribution can be
   redone from the stored rows;
-- ``hook_unembed`` ``(answer)``: the logits of the first token of the ``correct`` and the
-  ``distractor`` continuation (on conflict items: the rule's and the competitor's answer).
+- ``hook_unembed`` ``(answer)``: the (pre-softcap) logits of the ``correct`` and the
+  ``distractor`` token at the decision site (the first continuation tokens that differ, see
+  :mod:`mech.positions`; on conflict items: the rule's and the competitor's answer).
 
 Coordinates: ``step``, ``item`` (ids), ``layer``, ``head``, ``answer``, ``key_pos``; per item
-``condition``, ``split``, ``pred_pos``, ``cue_pos``, ``evidence_pos``. Activations are float16
-(checked for overflow), ``ln_final.hook_scale`` and ``hook_unembed`` float32. Chunks are one
+``condition``, ``split``, ``template_id``, ``cue_class``, ``pred_pos``, ``cue_pos``,
+``evidence_pos``. The residual stream's writers (``hook_embed``, ``hook_pos_embed``,
+``hook_result``, ``hook_mlp_out``), ``ln_final.hook_scale`` and ``hook_unembed`` are float32 (their
+sum must reproduce the logit gap within 1e-3, :mod:`mech.decompose`); the other activations are
+float16 (checked for overflow) unless ``dtype="float32"``. Chunks are one
 checkpoint by (up to) all items.
 
 Atomicity. A family's capture is written into a staging group *outside* the zarr hierarchy
@@ -56,6 +60,7 @@ from runner.model import load_model
 from runner.store import store_location
 
 from . import names as N
+from .positions import cue_class
 from .probes import ProbeTensors, RunContext, encode_probes, run_context
 
 MECH_GROUP = "mech"
@@ -179,7 +184,7 @@ def bytes_per_item(cfg, kinds: tuple[str, ...] = N.DEFAULT_KINDS, key_len: int =
     L, H, D = int(cfg.n_layers), int(cfg.n_heads), int(cfg.d_model)
     size = {"embed": D, "pos_embed": D, "resid_pre": L * D, "resid_post": L * D, "result": L * H * D,
             "pattern": L * H * key_len, "mlp_out": L * D, "z": L * H * int(cfg.d_head), "ln_final_scale": 1,
-            "unembed": 2}
+            "unembed": 2, "attn_out": L * D, "v": L * H * int(cfg.d_head)}
     return 4 * sum(size[k] for k in kinds)
 
 
@@ -206,7 +211,8 @@ def open_capture(run_dir: str | Path, family: str, store: str | Path | None = No
 
     path, g = capture_location(run_dir, family, store, group)
     ds = xr.open_zarr(str(path), group=g, consolidated=False)
-    return ds.set_coords([v for v in ("condition", "split", "pred_pos", "cue_pos", "evidence_pos") if v in ds])
+    return ds.set_coords([v for v in ("condition", "split", "template_id", "cue_class", "pred_pos", "cue_pos",
+                                      "evidence_pos") if v in ds])
 
 
 # ---- the capture ------------------------------------------------------------------------------
@@ -258,7 +264,9 @@ class _Staging:
                            dimension_names=list(N.dims(kind)), fill_value=np.nan)
         coords = {"item": np.array([it.item_id for it in probes.items]),
                   "condition": np.array([it.condition for it in probes.items]),
-                  "split": np.array([it.split for it in probes.items])}
+                  "split": np.array([it.split for it in probes.items]),
+                  "template_id": np.array([it.template_id for it in probes.items]),
+                  "cue_class": np.array([cue_class(it) or "" for it in probes.items])}
         for name, val in coords.items():
             a = g.create_array(name, shape=val.shape, dtype=str, dimension_names=["item"])
             a[:] = val

@@ -13,9 +13,10 @@ Method (per run and rule family, on the heldout conflict probes, at every checkp
    difference).
 
 Ranking. The run's CM trajectory (``runner.trajectory.figures_from_store``) gives the
-smoothed CM peak and the CM zero-crossing (``cm_cross``). Each component's *competitor
-contribution* is ``-DLA`` (mean over items); its growth is the mean over the post window
-(``step >= cm_cross``) minus the mean over the pre window (``peak <= step < cm_cross``). The table
+smoothed CM peak and the CM zero-crossing (``cm_cross``, the last step whose smoothed CM >= 0; the
+split is the checkpoint after it). Each component's *competitor contribution* is ``-DLA`` (mean
+over items); its growth is the mean over the post window (``step >= split``) minus the mean over
+the pre window (``peak <= step < split``). The table
 ranks components by growth and gives, per component, the step where its smoothed competitor
 contribution first reaches the midpoint of its pre and post levels (``cross_step``) and where it
 turns from favouring the rule to favouring the competitor for good (``sign_step``). A run with no
@@ -44,7 +45,7 @@ from runner._io import write_json_atomic
 from runner.model import load_model
 from runner.scoring import encode_battery
 from runner.store import open_run_store
-from runner.trajectory import Classifier, figures_from_store, smooth
+from runner.trajectory import UNGROK_0_1, Classifier, figures_from_store, smooth, smoothed
 
 from .attribution import (
     ablation_hooks,
@@ -72,7 +73,8 @@ def _store_trajectory(run_dir: Path, family: str, k: Classifier) -> tuple[dict, 
 
 
 def choose_split(steps: list[int], cm: np.ndarray, figures: dict, k: Classifier = Classifier()) -> dict:
-    """Pre/post windows around the CM crossing (or the CM peak when there is none).
+    """Pre/post windows around the CM crossing (or the CM peak when there is none): the post
+    window starts at the first step after the last step with smoothed CM >= 0 (``cm_cross``).
 
     ``cm`` is aligned with ``steps`` (NaN where unknown). Returns ``{"step", "reason",
     "peak_step", "pre": [...], "post": [...]}``."""
@@ -82,12 +84,15 @@ def choose_split(steps: list[int], cm: np.ndarray, figures: dict, k: Classifier 
     if peak is None:
         ok = np.isfinite(cm) & (s >= k.start_step)
         if ok.any():
-            sm = smooth(np.where(ok, cm, 0.0), k.window)
+            sm = smoothed(np.where(ok, cm, 0.0), k)
             peak = int(s[ok][np.argmax(sm[ok])])
         else:
             peak = int(s[0])
-    if cross is not None and s.min() < cross <= s.max():
-        split, reason = int(cross), "cm_cross"
+    if cross is not None and k.operators == UNGROK_0_1 and s.min() < cross <= s.max():
+        split, reason = int(cross), "cm_cross"  # ungrok-0.1: the first step of the negative stretch
+    elif cross is not None and s.min() <= cross < s.max():
+        # the paper's cm_cross is the last step with smoothed CM >= 0: split at the step after it
+        split, reason = int(s[np.searchsorted(s, cross, "right")]), "cm_cross"
     else:
         split, reason = int(s[min(int(np.searchsorted(s, peak, "right")), len(s) - 1)]), "cm_peak (no CM crossing)"
     pre = [int(x) for x in s if peak <= x < split]
@@ -101,7 +106,7 @@ def _crossings(steps: list[int], series: np.ndarray, pre: float, post: float, fr
                window: int = 3) -> tuple[int | None, int | None]:
     """(midpoint step, sign step) of a competitor-contribution series (see module docstring)."""
     s = np.asarray(steps)
-    sm = smooth(series, window)
+    sm = smooth(series, window, centred=False)  # trailing: a step is never moved before the change
     start = int(np.searchsorted(s, from_step))
     mid_step = None
     if post > pre:

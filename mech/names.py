@@ -29,17 +29,21 @@ _KINDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "result": ("blocks.{layer}.attn.hook_result", "blocks.{layer}.attn.hook_z", ("layer", "head", "d_model")),
     "pattern": ("blocks.{layer}.attn.hook_pattern", "blocks.{layer}.attn.hook_pattern", ("layer", "head", "key_pos")),
     "mlp_out": ("blocks.{layer}.hook_mlp_out", "blocks.{layer}.hook_mlp_out", ("layer", "d_model")),
+    "attn_out": ("blocks.{layer}.hook_attn_out", "blocks.{layer}.hook_attn_out", ("layer", "d_model")),
+    "v": ("blocks.{layer}.attn.hook_v", "blocks.{layer}.attn.hook_v", ("layer", "head", "d_head")),
     "z": ("blocks.{layer}.attn.hook_z", "blocks.{layer}.attn.hook_z", ("layer", "head", "d_head")),
     "ln_final_scale": ("ln_final.hook_scale", "ln_final.hook_scale", ()),
     "unembed": ("hook_unembed", "hook_unembed", ("answer",)),
 }
 
-#: What ``capture_run`` stores by default (``z`` is left out: ``result`` carries it through W_O).
+#: What ``capture_run`` stores by default (``z`` is left out: ``result`` carries it through W_O;
+#: ``attn_out`` and ``v`` are named for the hooks that patch and read them, not captured by default).
 DEFAULT_KINDS: tuple[str, ...] = ("embed", "pos_embed", "resid_pre", "resid_post", "result", "pattern",
                                   "mlp_out", "ln_final_scale", "unembed")
 
-#: Kinds kept in float32 (small, and used for exact sums); the rest are stored as float16.
-FLOAT32_KINDS: frozenset[str] = frozenset({"ln_final_scale", "unembed"})
+#: Kinds kept in float32: the residual stream's writers, the final scale and the answer logits,
+#: whose sum must reproduce the logit gap within 1e-3 (``mech.decompose``); the rest are float16.
+FLOAT32_KINDS: frozenset[str] = frozenset({"embed", "pos_embed", "result", "mlp_out", "ln_final_scale", "unembed"})
 
 
 def kinds() -> tuple[str, ...]:

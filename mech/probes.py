@@ -13,7 +13,9 @@ answer>``. Three token positions matter to the mechanism:
 A *matched pair* for a conflict item is the same prefix with only the evidence word switched to
 the rule's answer (the earlier pronoun now agrees): the two sequences have the same tokens
 everywhere else, so patching between them isolates what the competitor's evidence does.
-Positions that cannot be located (a family from an external battery) are -1.
+Rule-versus-prior families and any other battery: see :mod:`mech.positions` (cue from the
+family's lexicon or the template slot, evidence = the frame word before the answer); positions
+that cannot be located are -1.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from runner.scoring import battery_for
 from runner.world import vocab as V
 from runner.world.batteries import ProbeItem
 from runner.world.rules import RULES, InductionRule
+
+from .positions import decision_tokens, locate_all
 
 
 @dataclass
@@ -73,8 +77,9 @@ class ProbeTensors:
     pred_pos: Int[Tensor, " item"]
     cue_pos: Int[Tensor, " item"]
     evidence_pos: Int[Tensor, " item"]
-    correct_id: Int[Tensor, " item"]      # first token of the correct continuation
-    distractor_id: Int[Tensor, " item"]   # first token of the distractor
+    correct_id: Int[Tensor, " item"]      # the correct continuation's token at the decision site
+    distractor_id: Int[Tensor, " item"]   # the distractor's token there
+    n_shared: Int[Tensor, " item"] | None = None  # continuation tokens both share, appended to the prefix
 
     @property
     def n(self) -> int:
@@ -85,7 +90,8 @@ class ProbeTensors:
         T = int(self.pred_pos[idx].max()) + 1 if len(idx) else 1
         return ProbeTensors(self.family, [self.items[int(i)] for i in idx], self.tokens[idx, :T],
                             self.pred_pos[idx], self.cue_pos[idx], self.evidence_pos[idx],
-                            self.correct_id[idx], self.distractor_id[idx])
+                            self.correct_id[idx], self.distractor_id[idx],
+                            None if self.n_shared is None else self.n_shared[idx])
 
     def where(self, condition: str | None = None, split: str | None = None) -> "ProbeTensors":
         return self.subset([i for i, it in enumerate(self.items)
@@ -136,40 +142,46 @@ def _token_index(offsets: list[tuple[int, int]], char_start: int) -> int:
 def encode_probes(items: list[ProbeItem], tokenizer, bos_id: int | None, n_ctx: int,
                   pad_id: int = 0) -> ProbeTensors:
     """Tokenise one family's items like ``runner.scoring.encode_battery`` (``<bos>`` + prefix,
-    the last ``n_ctx - 1`` tokens kept so the answer still fits) and locate the positions."""
+    the last ``n_ctx - 1`` tokens kept so the answer still fits) and locate the positions.
+
+    Continuations that share leading tokens get them appended to the prefix, so ``pred_pos`` is
+    the decision site and ``correct_id`` / ``distractor_id`` the first tokens that differ
+    (:func:`mech.positions.decision_tokens`); cue and evidence for any family come from
+    :func:`mech.positions.locate_all`."""
     fams = {it.family for it in items}
     if len(fams) != 1:
         raise ValueError(f"encode_probes takes one family's items, got {sorted(fams)}")
-    seqs, pred, cue, ev, cid, did = [], [], [], [], [], []
-    for it in items:
+    seqs, pred, cue, ev, cid, did, shared = [], [], [], [], [], [], []
+    for it, (wc, we) in zip(items, locate_all(items, locate_words)):
         ids, offs = _ids_offsets(tokenizer, it.prefix)
+        c_ids, _ = _ids_offsets(tokenizer, it.correct)
+        d_ids, _ = _ids_offsets(tokenizer, it.distractor)
+        if not c_ids or not d_ids:
+            raise ValueError(f"item {it.item_id}: a continuation tokenises to nothing")
+        common, c, d = decision_tokens(c_ids, d_ids)
         head = [bos_id] if bos_id is not None else []
-        seq = head + ids
+        seq = head + ids + common
         drop = max(0, len(seq) - (n_ctx - 1))
         seq = seq[drop:]
         spans = _word_spans(it.prefix)
-        wc, we = locate_words(it)
         pos = []
         for w in (wc, we):
             t = _token_index(offs, spans[w][0]) if 0 <= w < len(spans) else -1
             t = t + len(head) - drop if t >= 0 else -1
             pos.append(t if t >= 0 else -1)
-        c_ids, _ = _ids_offsets(tokenizer, it.correct)
-        d_ids, _ = _ids_offsets(tokenizer, it.distractor)
-        if not c_ids or not d_ids:
-            raise ValueError(f"item {it.item_id}: a continuation tokenises to nothing")
         seqs.append(seq)
         pred.append(len(seq) - 1)
         cue.append(pos[0])
         ev.append(pos[1])
-        cid.append(c_ids[0])
-        did.append(d_ids[0])
+        cid.append(c)
+        did.append(d)
+        shared.append(len(common))
     T = max(len(s) for s in seqs)
     tokens = torch.full((len(seqs), T), pad_id, dtype=torch.long)
     for i, s in enumerate(seqs):
         tokens[i, : len(s)] = torch.tensor(s)
     L = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
-    return ProbeTensors(items[0].family, list(items), tokens, L(pred), L(cue), L(ev), L(cid), L(did))
+    return ProbeTensors(items[0].family, list(items), tokens, L(pred), L(cue), L(ev), L(cid), L(did), L(shared))
 
 
 def switch_evidence(item: ProbeItem) -> ProbeItem | None:

@@ -1,4 +1,5 @@
-"""Leaf helpers: atomic file writes and UTC time stamps (the one copy of each)."""
+"""Leaf helpers: atomic file writes, UTC time stamps, TOML files read into pydantic models (the
+one copy of each)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator, TypeVar
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound="BaseModel")
 
 
 def utcnow(timespec: str = "microseconds") -> str:
@@ -44,3 +50,33 @@ def write_json_atomic(path: str | Path, obj, default=None) -> Path:
     """``obj`` as indented JSON, written atomically (see :func:`write_text_atomic`). ``default``:
     as in :func:`json.dumps`, for values JSON lacks (e.g. ``str`` or ``float``)."""
     return write_text_atomic(path, json.dumps(obj, indent=2, default=default))
+
+
+def field_error(e: "ValidationError", hint=None) -> str:
+    """``loc.of.field: message`` for a pydantic error (the first one); ``hint(loc)`` may replace
+    the message of an unknown-field error with what is allowed there."""
+    err = e.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden" and hint is not None:
+        msg = f"unknown field; allowed here: {hint(err['loc'])}"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def load_toml_model(path, model: type[M], error: type[Exception], what: str, hint=None) -> M:
+    """Read a TOML file into ``model``; every failure is one ``error`` naming the file and field."""
+    import tomllib
+
+    from pydantic import ValidationError
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {str(path)!r} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise error(f"{path}: not valid TOML ({e})") from None
+    try:
+        return model(**data)
+    except ValidationError as e:
+        raise error(f"{path}: {field_error(e, hint)}") from None

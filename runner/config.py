@@ -9,20 +9,24 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.config import JsonDict
 
+from runner._io import field_error, load_toml_model  # noqa: F401  (re-exported for grid, prereg, the CLI)
 from runner.doses import parse_dose
+from runner.world.batteries import read_battery
 from runner.world.presets import PRESETS
 from runner.world.rules import RULES
 
-if TYPE_CHECKING:
-    from pydantic import ValidationError
-
-M = TypeVar("M", bound=BaseModel)
-
 _BUDGET_RE = re.compile(r"^(packed|dn(\d+(\.\d+)?))$")
+_BUILT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+# A field marked ``json_schema_extra={OMIT_AT_DEFAULT: True}`` enters the config hash only when it
+# differs from its default: a field added after runs were named leaves their ids unchanged.
+OMIT_AT_DEFAULT = "hash_omit_at_default"
+_LATE: JsonDict = {OMIT_AT_DEFAULT: True}
 
 
 def known_families(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -41,7 +45,11 @@ class CorpusConfig(_Frozen):
     """Which corpus a run trains on.
 
     ``name``: a built-in preset (``stories`` high support, ``web`` low support, ``synthetic``
-    which needs ``support``) or ``hf:<path>`` for a Hugging Face dataset saved on disk.
+    which needs ``support``), ``hf:<path>`` for a Hugging Face dataset saved on disk (word-level
+    tokenizer), or ``built:<name>`` for a real-text corpus built with ``ungrok corpus build --source
+    ... --name <name>`` (``runner.data.textcorpus``; BPE, its rows cut ``story_tokens`` long).
+    ``sha256``: for ``built:``, the token stream the run must read (the CLI pins it from the
+    corpus's manifest, so a rebuilt corpus is a different run); None reads whatever is there.
     ``support``: for synthetic corpora, P(the stream shows the rule's answer | the competitor's
     in-context copy disagrees with it), for every family; overrides the preset's value.
     """
@@ -53,6 +61,7 @@ class CorpusConfig(_Frozen):
     story_tokens: int = Field(default=64, ge=16, le=4096)
     text_column: str = "text"
     vocab_size: int = Field(default=2000, ge=50, description="tokenizer size for hf: corpora")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", json_schema_extra=_LATE)
 
     @field_validator("name")
     @classmethod
@@ -61,9 +70,14 @@ class CorpusConfig(_Frozen):
             if len(v) <= 3:
                 raise ValueError("corpus 'hf:' needs a dataset path, e.g. hf:/data/my_ds")
             return v
-
+        if v.startswith("built:"):
+            if not _BUILT_RE.match(v[6:]):
+                raise ValueError(f"corpus {v!r}: built:<name> names a corpus built with `ungrok corpus build "
+                                 "--source ... --name <name>` (letters, digits, . _ -)")
+            return v
         if v not in PRESETS:
-            raise ValueError(f"unknown corpus {v!r}; use one of {PRESETS.names()} or hf:<path>")
+            raise ValueError(f"unknown corpus {v!r}; use one of {PRESETS.names()}, hf:<path>, or the --name of a "
+                             "corpus built with `ungrok corpus build --source` (built:<name>)")
         return v
 
     @model_validator(mode="after")
@@ -77,8 +91,26 @@ class CorpusConfig(_Frozen):
         return self.name.startswith("hf:")
 
     @property
+    def is_built(self) -> bool:
+        """A real-text corpus built by ``ungrok corpus build --source`` (``built:<name>``)."""
+        return self.name.startswith("built:")
+
+    @property
+    def is_world(self) -> bool:
+        """A corpus of the built-in world (its word-level tokenizer is known before it is built)."""
+        return not (self.is_hf or self.is_built)
+
+    @property
+    def label(self) -> str:
+        """The corpus in run ids and folder names: the preset, ``hf``, or the built corpus's name."""
+        return "hf" if self.is_hf else self.name.removeprefix("built:")
+
+    @property
     def dirname(self) -> str:
-        """Folder name under ``<out>/corpora``: ``web-s0`` for the defaults, hashed otherwise."""
+        """Folder name under ``<out>/corpora``: ``web-s0`` for the defaults, hashed otherwise; a
+        built corpus's own name."""
+        if self.is_built:
+            return self.label
         defaults = {k: f.default for k, f in CorpusConfig.model_fields.items() if k not in ("name", "seed")}
         if self.model_dump(exclude={"name", "seed"}) == defaults and not self.is_hf:
             return f"{self.name}-s{self.seed}"
@@ -87,19 +119,26 @@ class CorpusConfig(_Frozen):
 
 
 class ModelConfig(_Frozen):
-    """A from-scratch TransformerLens-native decoder (no downloads)."""
+    """A from-scratch TransformerLens-native decoder (``runner.model``). ``arch``: ``tl``
+    (LayerNorm, learned positions, biases) or ``nanochat`` (the paper's). ``d_vocab``: embedding
+    rows (None: the tokenizer's size). ``logit_soft_cap``: logits -> cap * tanh(logits / cap)."""
 
     n_layers: int = Field(default=2, ge=1)
     d_model: int = Field(default=64, ge=8)
     n_heads: int = Field(default=4, ge=1)
     d_mlp: int = Field(default=256, ge=8)
     n_ctx: int = Field(default=64, ge=8)
-    act_fn: Literal["gelu", "relu", "silu"] = "gelu"
+    act_fn: Literal["gelu", "relu", "silu", "relu2"] = "gelu"
+    arch: Literal["tl", "nanochat"] = Field(default="tl", json_schema_extra=_LATE)
+    d_vocab: int | None = Field(default=None, ge=8, json_schema_extra=_LATE)
+    logit_soft_cap: float | None = Field(default=None, gt=0, json_schema_extra=_LATE)
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.act_fn == "relu2" and self.arch != "nanochat":
+            raise ValueError("act_fn 'relu2' needs arch 'nanochat'; use gelu, relu or silu with arch 'tl'")
         return self
 
     @property
@@ -107,11 +146,31 @@ class ModelConfig(_Frozen):
         return self.d_model // self.n_heads
 
 
+PARAM_GROUPS = ("matrix", "embed", "head", "scalar")
+
+
 class OptimConfig(_Frozen):
+    """Optimizer and schedule (``runner.train.optim``). ``name``: ``adamw``, or ``muon`` (Muon on
+    the blocks' matrices, AdamW with ``betas`` on the rest). Groups: ``matrix`` (the blocks' 2-D
+    weights), ``embed`` (token/position/value embeddings), ``head``, ``scalar`` (the rest); a group's
+    lr is ``<group>_lr`` or else ``lr``; ``weight_decay`` applies to ``weight_decay_groups``. At
+    update s of S: linear warm-up, cosine warm-down to 0 over the final ``warmdown_frac``;
+    ``weight_decay_schedule`` ``linear``: wd * (1 - s/S)."""
+
     lr: float = Field(default=1e-3, gt=0)
     warmup_steps: int = Field(default=50, ge=0)
     weight_decay: float = Field(default=0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
+    name: Literal["adamw", "muon"] = Field(default="adamw", json_schema_extra=_LATE)
+    matrix_lr: float | None = Field(default=None, gt=0, json_schema_extra=_LATE)
+    embed_lr: float | None = Field(default=None, gt=0, json_schema_extra=_LATE)
+    head_lr: float | None = Field(default=None, gt=0, json_schema_extra=_LATE)
+    scalar_lr: float | None = Field(default=None, gt=0, json_schema_extra=_LATE)
+    weight_decay_groups: tuple[Literal["matrix", "embed", "head", "scalar"], ...] = Field(
+        default=PARAM_GROUPS, json_schema_extra=_LATE)
+    weight_decay_schedule: Literal["constant", "linear"] = Field(default="constant", json_schema_extra=_LATE)
+    warmdown_frac: float = Field(default=0.0, ge=0.0, lt=1.0, json_schema_extra=_LATE)
+    muon_momentum: float = Field(default=0.95, ge=0.0, lt=1.0, json_schema_extra=_LATE)
 
 
 class TrainConfig(_Frozen):
@@ -127,6 +186,9 @@ class TrainConfig(_Frozen):
     seed: int = Field(default=42, ge=0)
     zero_stage: Literal[0, 1, 2] = 0
     threads: int = Field(default=1, ge=1, description="torch threads per training process")
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        default="fp32", json_schema_extra=_LATE,
+        description="bf16: DeepSpeed's torch autocast to bfloat16 (fp32 weights); auto: bf16 on CUDA, fp32 on CPU")
 
     @field_validator("budget")
     @classmethod
@@ -162,17 +224,40 @@ class ScheduleConfig(_Frozen):
 
 
 class ProbeConfig(_Frozen):
+    """What is scored at every checkpoint.
+
+    ``battery``: a JSONL battery in the reference schema (``rvp4.jsonl``); every family it holds is
+    scored unless ``families`` names a subset, and such a family needs no registered rule (only
+    support counting and interventions do). Without a battery the items are generated from the
+    registered rule ``families`` (``n_per_cell`` per condition and split, ``n_neutral`` neutral).
+    ``max_unknown``: the largest fraction of items that may hold a word outside the run's tokenizer
+    (encoded as its unknown token); a battery above it is refused before training starts.
+    """
+
     families: tuple[str, ...] = ("pronoun_gender", "number_agreement")
     battery: str | None = Field(default=None, description="JSONL battery path; default: generated from the families")
     n_per_cell: int = Field(default=64, gt=0)
     n_neutral: int = Field(default=32, ge=0)
+    max_unknown: float = Field(default=0.5, ge=0.0, le=1.0, json_schema_extra={OMIT_AT_DEFAULT: True},
+                               description="largest fraction of items with a word outside the vocabulary")
 
-    @field_validator("families")
+    @model_validator(mode="before")
     @classmethod
-    def _families(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v:
-            raise ValueError("families must name at least one rule family")
-        return known_families(v)
+    def _families_from_battery(cls, data):
+        """A battery without ``families``: every family the battery holds, in its order (the file is
+        read here, so a missing or malformed battery is refused with the config)."""
+        if isinstance(data, dict) and data.get("battery") and "families" not in data:
+            fams = dict.fromkeys(it.family for it in read_battery(data["battery"]))
+            data = {**data, "families": tuple(fams)}
+        return data
+
+    @model_validator(mode="after")
+    def _families(self) -> "ProbeConfig":
+        if not self.families:
+            raise ValueError("families must name at least one family")
+        if self.battery is None:  # generated items need the rule that generates them
+            known_families(self.families)
+        return self
 
 
 class InterventionConfig(_Frozen):
@@ -257,8 +342,11 @@ class RunConfig(_Frozen):
             if self.intervention.start_step >= self.train.steps:
                 raise ValueError(f"intervention.start_step ({self.intervention.start_step}) is past the last step "
                                  f"({self.train.steps})")
+        if self.optim.name == "muon" and self.train.zero_stage:
+            raise ValueError(f"optim.name 'muon' needs train.zero_stage 0 (ZeRO {self.train.zero_stage} shards "
+                             "matrices flat; Muon needs them whole); set zero_stage = 0 or use adamw")
         need = self.train.steps * self.train.batch_size
-        if self.train.budget == "packed" and not self.corpus.is_hf and self.corpus.n_stories < need:
+        if self.train.budget == "packed" and self.corpus.is_world and self.corpus.n_stories < need:
             raise ValueError(
                 f"train.budget 'packed' needs {need:,} fresh stories (steps {self.train.steps} x batch "
                 f"{self.train.batch_size}) but corpus.n_stories is {self.corpus.n_stories:,}; raise "
@@ -269,7 +357,7 @@ class RunConfig(_Frozen):
     @property
     def run_id(self) -> str:
         """``<corpus>-<budget>-s<seed>-<hash>``: readable, and unique to the resolved config."""
-        label = "hf" if self.corpus.is_hf else self.corpus.name
+        label = self.corpus.label
         dose = "" if self.dose == "none" else "-" + self.dose.replace(":", "")
         return f"{label}-{self.train.budget}{dose}-s{self.train.seed}-{config_hash(self)[:10]}"
 
@@ -279,43 +367,27 @@ class RunConfig(_Frozen):
         return self.intervention.families or self.probes.families
 
 
-def field_error(e: "ValidationError", hint=None) -> str:
-    """``loc.of.field: message`` for a pydantic error (the first one); ``hint(loc)`` may replace
-    the message of an unknown-field error with what is allowed there."""
-    err = e.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden" and hint is not None:
-        msg = f"unknown field; allowed here: {hint(err['loc'])}"
-    return f"{loc}: {msg}" if loc else msg
-
-
-def load_toml_model(path, model: type[M], error: type[Exception], what: str, hint=None) -> M:
-    """Read a TOML file into ``model``; every failure is one ``error`` naming the file and field."""
-    import tomllib
-    from pathlib import Path
-
-    from pydantic import ValidationError
-
-    path = Path(path)
-    if not path.is_file():
-        raise error(f"{what} {str(path)!r} does not exist")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise error(f"{path}: not valid TOML ({e})") from None
-    try:
-        return model(**data)
-    except ValidationError as e:
-        raise error(f"{path}: {field_error(e, hint)}") from None
+def _omit_defaults(cfg: BaseModel, data: dict) -> dict:
+    """``data`` (``cfg``'s JSON dump) without the fields marked :data:`OMIT_AT_DEFAULT` that are at
+    their default, at any depth."""
+    out = dict(data)
+    for name, f in type(cfg).model_fields.items():
+        value = getattr(cfg, name)
+        extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+        if extra.get(OMIT_AT_DEFAULT) and value == f.default:
+            out.pop(name, None)
+        elif isinstance(value, BaseModel) and isinstance(out.get(name), dict):
+            out[name] = _omit_defaults(value, out[name])
+    return out
 
 
 def config_hash(cfg: BaseModel) -> str:
     """sha256 of the config's canonical JSON (sorted keys, every default resolved).
 
-    A RunConfig's ``dose`` and ``intervention`` enter only when the dose is not ``none``, so ids
-    of runs made before the dose axis existed are unchanged."""
-    data = cfg.model_dump(mode="json")
+    A RunConfig's ``dose`` and ``intervention`` enter only when the dose is not ``none``, and a
+    field marked :data:`OMIT_AT_DEFAULT` only when it is not at its default, so ids of runs made
+    before those existed are unchanged."""
+    data = _omit_defaults(cfg, cfg.model_dump(mode="json"))
     if isinstance(cfg, RunConfig) and data.get("dose") == "none":
         data.pop("dose")
         data.pop("intervention")

@@ -11,7 +11,14 @@ its dims::
     <family>/condition|split|template_id  (item,) strings
     <family>/logp_correct (step, item)    log p(correct continuation)
     <family>/logp_distractor (step, item)
-    <family>/acc_<condition>_<split> (step,), <family>/cm (step,), <family>/pm (step,)
+    <family>/n_tokens_correct|n_tokens_distractor|unknown (item,)   continuation lengths, unknown token
+    <family>/acc_<condition>_<split> (step,), <family>/lnd_<condition>_<split> (step,)
+    <family>/cm (step,), <family>/pm (step,)
+    rescore/<battery>/...                 another battery scored after training (``ungrok rescore``),
+                                          the same layout (its train/loss copied from the run's)
+
+Attributes: ``battery`` (name, path, sha256), ``bos``/``bos_id`` (the start token prepended when
+scoring), ``tokens`` (items holding the tokenizer's unknown token), ``families``, ``n_complete``.
 
 Atomicity: rows are appended (resize + write, one chunk per checkpoint) and only then is the
 group attribute ``n_complete`` advanced. Readers use the first ``n_complete`` rows; a process
@@ -23,6 +30,8 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, cast
 
@@ -31,6 +40,27 @@ import zarr
 
 from runner._io import utcnow as _utcnow
 from runner.world.batteries import ProbeItem
+
+RESCORE = "rescore"  # the group holding a run's rescored batteries
+RESERVED_GROUPS = frozenset({"train", RESCORE, "mech"})  # groups of a run that are not families
+_VIEW: ContextVar[str | None] = ContextVar("ungrok_battery_view", default=None)
+
+
+@contextmanager
+def battery_view(name: str | None):
+    """Within the block every :class:`RunDir` reads (and summarises) the scores of battery
+    ``name``: the group ``rescore/<name>`` that ``ungrok rescore`` wrote, or the training-time
+    group when ``name`` is the battery the run was trained with. None: the training-time group.
+    What ``show``, ``verdict`` and ``report --battery NAME`` run inside."""
+    token = _VIEW.set(name)
+    try:
+        yield
+    finally:
+        _VIEW.reset(token)
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
 
 
 class RunDir:
@@ -86,13 +116,21 @@ class RunDir:
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
+    def rescore_dir(self, name: str) -> Path:
+        """Files of battery ``name``'s rescore (summary, plot): ``<run>/rescore/<name>/``."""
+        return self.path / RESCORE / name
+
+    def _view_dir(self) -> Path:
+        name = _VIEW.get()
+        return self.rescore_dir(name) if name and self._view_group(name) != self.training_location()[1] else self.path
+
     @property
     def summary(self) -> Path:
-        return self.path / "summary.json"
+        return self._view_dir() / "summary.json"
 
     @property
     def trajectory_png(self) -> Path:
-        return self.path / "trajectory.png"
+        return self._view_dir() / "trajectory.png"
 
     def is_run(self) -> bool:
         return self.meta.exists() and self.config.exists()
@@ -112,19 +150,47 @@ class RunDir:
         return {"path": os.path.relpath(path, self.path.resolve() if store_root is not None else self.path),
                 "group": group}
 
-    def store_location(self) -> tuple[Path, str]:
-        """Where the run's group lives: ``run.json``'s ``store`` entry (a sweep's shared store),
-        else ``<run>/store.zarr`` at its root."""
+    def training_location(self) -> tuple[Path, str]:
+        """Where the run's training-time scores live: ``run.json``'s ``store`` entry (a sweep's
+        shared store), else ``<run>/store.zarr`` at its root."""
         if self.meta.exists():
             loc = json.loads(self.meta.read_text()).get("store")
             if loc:
                 return (self.path / loc["path"]).resolve(), loc["group"]
         return self.path / "store.zarr", ""
 
+    def rescore_location(self, name: str) -> tuple[Path, str]:
+        """Where battery ``name``'s rescore lives: group ``rescore/<name>`` under the run's group."""
+        path, group = self.training_location()
+        return path, _join(group, RESCORE, name)
+
+    def _view_group(self, name: str) -> str:
+        """The group of battery ``name``: its rescore group if written, else the training-time one
+        when the run was trained with that battery, else the (missing) rescore group."""
+        path, group = self.training_location()
+        rescored = _join(group, RESCORE, name)
+        if (path / rescored / "zarr.json").exists() or not (path / group / "zarr.json").exists():
+            return rescored
+        trained = zarr.open_group(str(path), mode="r", use_consolidated=False)
+        attrs = (trained[group] if group else trained).attrs
+        return group if (attrs.get("battery") or {}).get("name") == name else rescored
+
+    def store_location(self) -> tuple[Path, str]:
+        """Where the run's scores are read: the training-time group, or inside
+        :func:`battery_view` the group of that battery."""
+        path, group = self.training_location()
+        name = _VIEW.get()
+        return (path, self._view_group(name)) if name else (path, group)
+
     def open_store(self) -> "RunStore":
         """The run's :class:`RunStore`; FileNotFoundError before the first score is written."""
         path, group = self.store_location()
         if not (path / group / "zarr.json").exists():
+            name = _VIEW.get()
+            if name:
+                raise FileNotFoundError(f"{self.path}: no scores of battery {name!r} (expected a zarr group at "
+                                        f"{path}/{group}); score it with: ungrok rescore {self.path} --battery "
+                                        f"{name}.jsonl")
             raise FileNotFoundError(f"{self.path}: no scores yet (expected a zarr group at {path}/{group})")
         return RunStore(path, group)
 
@@ -160,8 +226,10 @@ class RunStore:
         self.g = root.require_group(group) if group else root
 
     # ---- layout ------------------------------------------------------------------------------
-    def init_layout(self, items: list[ProbeItem], metric_names: list[str], attrs: dict) -> None:
-        """Create arrays once (idempotent); ``metric_names`` are ``<family>/<metric>`` keys."""
+    def init_layout(self, items: list[ProbeItem], metric_names: list[str], attrs: dict,
+                    item_columns: dict[str, np.ndarray] | None = None) -> None:
+        """Create arrays once (idempotent); ``metric_names`` are ``<family>/<metric>`` keys;
+        ``item_columns``: more per-item arrays (aligned with ``items``), e.g. token counts."""
         if self.g.attrs.get("layout_ready"):
             return
         tg = self.g.require_group("train")
@@ -176,6 +244,10 @@ class RunStore:
             for col in ("item", "condition", "split", "template_id"):
                 a = fg.create_array(col, shape=(len(fi),), dtype=str, dimension_names=["item"], overwrite=True)
                 a[:] = np.array([it.item_id if col == "item" else getattr(it, col) for it in fi])
+            mask = np.array([it.family == fam for it in items])
+            for col, values in (item_columns or {}).items():
+                v = np.asarray(values)[mask]
+                fg.create_array(col, shape=v.shape, dtype=v.dtype, dimension_names=["item"], overwrite=True)[:] = v
             for name in ("logp_correct", "logp_distractor"):
                 fg.create_array(name, shape=(0, len(fi)), chunks=(1, len(fi)), dtype="f4",
                                 dimension_names=["step", "item"], overwrite=True)

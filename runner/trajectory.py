@@ -1,20 +1,38 @@
-"""Trajectory figures of a run, per rule family: peak, final, collapse onset, CM zero-crossing.
+"""Trajectory figures of a run, per rule family: label, peak, final, collapse onset, CM zero crossing.
 
-The constants are the paper's registered classifier (``Classifier`` defaults); the
+By default these are the paper's registered classifier, operators and constants exactly as its
+frozen code computes them (``../shared/reference/PAPER.md``, "Registered classifier"; checked line
+by line against ``classifier_golden.jsonl``). ``Classifier`` holds the constants; the
 pre-registration layer may lock other values, and everything here takes them as an argument.
 
-Definitions (conflict = heldout conflict accuracy, smoothed by a rolling mean over
-``window`` evals; only evals at step >= ``start_step`` count):
-- peak: max smoothed conflict, and its step. EMERGED iff peak >= ``emerged``.
-- final: mean of the raw conflict values in the last ``final_frac`` of evals (at least
-  ``final_min`` evals); final_range = max - min over that window.
-- label: never (not emerged) / unstable (final_range > ``unstable_range``) / recovered
-  (final >= ``recovered``) / displaced (final <= ``displaced``) / intermediate.
-- control_valid: agree final >= ``control_final`` and agree max - agree final < ``control_drop``.
-- onset: the last step with smoothed conflict >= 0.5 (only for emerged runs that end below 0.5).
-- cm_cross: the first step after the peak at which smoothed CM goes from >= 0 to < 0 and
-  stays < 0 through the end; lag = cm_cross - onset.
-- margin_valid: max smoothed CM >= ``margin_min`` nats at step >= ``start_step``.
+Definitions (``operators = "paper"``, the default). conflict / agree = heldout forced-choice
+accuracy, CM = contrast margin (nats), one value per eval:
+
+- smoothing: centred rolling mean of ``window`` evals (i-1..i+1 for 3), shrinking at both ends.
+- conflict and agree: evals at step < ``start_step`` are dropped, then smoothed.
+- n = max(``final_min``, round(``final_frac`` x evals)) with Python's round (half to even).
+- final (``conflict_final``) = mean of the last n smoothed conflict values; final_range = max - min
+  of those n values. peak = max smoothed conflict (its first step: ``peak_step``).
+  EMERGED iff peak >= ``emerged``.
+- label, tested in this order: UNSTABLE if final_range >= ``unstable_range``; RECOVERED if final >=
+  ``recovered``; DISPLACED if emerged and final <= ``displaced``; PARTIAL if emerged; else NEVER.
+  INCOMPLETE (ungrok's, not the paper's) when fewer than ``final_min`` evals are at step >= start.
+- control_valid: agree final (last n smoothed) >= ``control_final`` and smoothed agree max - agree
+  final < ``control_drop``.
+- onset: the last step (>= start) with smoothed conflict >= ``onset_level``; None if there is none.
+- CM is smoothed over **all** evals (step 0 included). margin_valid (``cm_valid``): max smoothed
+  CM over steps >= start >= ``margin_min``. cm_final = mean of the last max(``final_min``,
+  floor(``final_frac`` x N)) smoothed CM values, N = all evals (N // 10 for the paper).
+  cm_cross = the last step (any step) whose smoothed CM >= 0; None if there is none.
+- timing (M4b): the crossing is within [``timing_lo`` x, ``timing_hi`` x] of the onset
+  (:func:`crossing_within`): ``cross_timing_ok``; cross_lag = cm_cross - onset.
+
+``operators = "ungrok-0.1"`` is ungrok's earlier reading, kept only as a named option for
+comparisons, never the default: trailing smoothing; final, final_range, agree final and agree max
+on raw values with n = max(final_min, ceil(final_frac x evals)); NEVER tested first and UNSTABLE
+with ``>``; onset only for emerged runs that end below ``onset_level``; CM smoothed over steps >=
+start only, cm_final on raw CM; cm_cross = the first step after the peak at which smoothed CM
+turns negative and stays negative through the end. Labels are the same words in both.
 """
 
 from __future__ import annotations
@@ -26,11 +44,21 @@ from pathlib import Path
 import numpy as np
 
 from runner._io import write_json_atomic
-from runner.store import RunStore, open_run_store
+from runner.store import RunDir, RunStore, open_run_store
+
+PAPER = "paper"
+UNGROK_0_1 = "ungrok-0.1"
+OPERATORS = (PAPER, UNGROK_0_1)
+
+RECOVERED, DISPLACED, PARTIAL, NEVER, UNSTABLE = "RECOVERED", "DISPLACED", "PARTIAL", "NEVER", "UNSTABLE"
+INCOMPLETE = "INCOMPLETE"
+LABELS = (RECOVERED, DISPLACED, PARTIAL, NEVER, UNSTABLE)
 
 
 @dataclass(frozen=True)
 class Classifier:
+    """The registered classifier's constants (the paper's by default) and which operators apply."""
+
     window: int = 3
     start_step: int = 100
     emerged: float = 0.8
@@ -43,73 +71,177 @@ class Classifier:
     control_drop: float = 0.15
     margin_min: float = 0.5
     onset_level: float = 0.5
+    timing_lo: float = 0.5
+    timing_hi: float = 2.0
+    operators: str = PAPER
+
+    def __post_init__(self) -> None:
+        if self.operators not in OPERATORS:
+            raise ValueError(f"classifier operators {self.operators!r} unknown; use one of {', '.join(OPERATORS)} "
+                             f"({PAPER!r} is the paper's frozen code)")
+        for name in ("window", "final_min"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not float(v).is_integer() or v < 1:
+                raise ValueError(f"classifier {name} must be a whole number >= 1, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        if not 0 < self.final_frac <= 1:
+            raise ValueError(f"classifier final_frac must be in (0, 1], got {self.final_frac!r}")
+        if not 0 < self.timing_lo <= self.timing_hi:
+            raise ValueError(f"classifier timing window needs 0 < timing_lo <= timing_hi, "
+                             f"got {self.timing_lo!r}, {self.timing_hi!r}")
 
 
-def smooth(x: np.ndarray, window: int) -> np.ndarray:
-    """Trailing rolling mean (the first values average what exists so far)."""
-    c = np.cumsum(np.insert(np.asarray(x, float), 0, 0.0))
+def smooth(x: np.ndarray, window: int = 3, centred: bool = True) -> np.ndarray:
+    """Rolling mean of ``window`` values that shrinks at the ends. ``centred`` (the paper's): the
+    window around i (i-1..i+1 for 3; for an even window one more value before i, as pandas'
+    ``rolling(center=True)``); else trailing (i-window+1..i)."""
+    x = np.asarray(x, float)
     out = np.empty(len(x))
+    ahead = (window - 1) // 2 if centred else 0
     for i in range(len(x)):
-        lo = max(0, i + 1 - window)
-        out[i] = (c[i + 1] - c[lo]) / (i + 1 - lo)
+        hi = i + ahead + 1
+        out[i] = x[max(0, hi - window):hi].mean()
     return out
 
 
+def smoothed(x: np.ndarray, k: Classifier) -> np.ndarray:
+    """``x`` smoothed as ``k``'s operators smooth: centred (paper) or trailing (``ungrok-0.1``)."""
+    return smooth(x, k.window, centred=k.operators != UNGROK_0_1)
+
+
+def n_final(n_evals: int, k: Classifier) -> int:
+    """How many trailing evals make the final window (conflict and agree)."""
+    if k.operators == UNGROK_0_1:
+        return max(k.final_min, int(math.ceil(k.final_frac * n_evals)))
+    return max(k.final_min, int(round(k.final_frac * n_evals)))
+
+
 def _final(x: np.ndarray, k: Classifier) -> tuple[float, float]:
-    n = max(k.final_min, int(math.ceil(k.final_frac * len(x))))
-    w = x[-n:]
+    """(mean, max - min) of the last :func:`n_final` values of ``x`` (as given: raw or smoothed)."""
+    w = np.asarray(x, float)[-n_final(len(x), k):]
     return float(w.mean()), float(w.max() - w.min())
 
 
-def family_figures(steps: np.ndarray, conflict: np.ndarray, agree: np.ndarray, cm: np.ndarray,
-                   k: Classifier = Classifier()) -> dict:
-    """All figures for one family's trajectory (arrays aligned on ``steps``)."""
-    keep = steps >= k.start_step
-    s, c, a, m = steps[keep], conflict[keep], agree[keep], cm[keep]
-    if len(s) < k.final_min:
-        return {"label": "incomplete", "n_evals": int(len(s))}
-    cs, ms = smooth(c, k.window), smooth(m, k.window)
+def final_of(x: np.ndarray, k: Classifier) -> float:
+    """The final of an accuracy series already restricted to steps >= start (what ``final``
+    reports for conflict): over smoothed values for the paper, raw ones for ``ungrok-0.1``."""
+    return _final(x if k.operators == UNGROK_0_1 else smoothed(x, k), k)[0]
+
+
+def cm_final_of(steps: np.ndarray, cm: np.ndarray, k: Classifier) -> float:
+    """CM final of a whole CM series (all evals): the mean of the last max(final_min,
+    floor(final_frac x N)) smoothed values (paper), or of the raw values at steps >= start
+    (``ungrok-0.1``)."""
+    cm = np.asarray(cm, float)
+    if k.operators == UNGROK_0_1:
+        return _final(cm[np.asarray(steps) >= k.start_step], k)[0]
+    n = max(k.final_min, int(math.floor(k.final_frac * len(cm) + 1e-9)))
+    return float(smoothed(cm, k)[-n:].mean())
+
+
+def crossing_within(cross: int | None, onset: int | None, lo: float = 0.5, hi: float = 2.0) -> bool | None:
+    """The registered timing test (M4b): is the CM crossing within [lo x, hi x] of the collapse
+    onset (lo x onset <= cross <= hi x onset)? None when either step is undefined or onset <= 0."""
+    if cross is None or onset is None or onset <= 0:
+        return None
+    return bool(lo * onset <= cross <= hi * onset)
+
+
+def label_of(final: float, final_range: float, emerged: bool, k: Classifier) -> str:
+    """The label from the final, the final window's range and EMERGED, in the operators' order."""
+    if k.operators == UNGROK_0_1:
+        if not emerged:
+            return NEVER
+        if final_range > k.unstable_range:
+            return UNSTABLE
+    elif final_range >= k.unstable_range:
+        return UNSTABLE
+    if final >= k.recovered:
+        return RECOVERED
+    if emerged and final <= k.displaced:
+        return DISPLACED
+    return PARTIAL if emerged else NEVER
+
+
+def _accuracy_figures(s: np.ndarray, c: np.ndarray, a: np.ndarray, k: Classifier) -> dict:
+    """Label, peak, final, control and onset from conflict ``c`` and agree ``a`` at steps ``s``
+    (already restricted to steps >= start)."""
+    legacy = k.operators == UNGROK_0_1
+    cs, as_ = smoothed(c, k), smoothed(a, k)
     ipk = int(np.argmax(cs))
-    final, frange = _final(c, k)
-    a_final, _ = _final(a, k)
+    final, frange = _final(c if legacy else cs, k)
+    a_final = _final(a if legacy else as_, k)[0]
+    a_max = float((a if legacy else as_).max())
     emerged = bool(cs[ipk] >= k.emerged)
-    if not emerged:
-        label = "never"
-    elif frange > k.unstable_range:
-        label = "unstable"
-    elif final >= k.recovered:
-        label = "recovered"
-    elif final <= k.displaced:
-        label = "displaced"
-    else:
-        label = "intermediate"
-    onset = None
-    if emerged and cs[-1] < k.onset_level:
-        onset = int(s[np.nonzero(cs >= k.onset_level)[0].max()])
-    cross = None
-    neg = ms < 0
-    for i in range(max(ipk, 1), len(s)):
-        if neg[i] and not neg[i - 1] and neg[i:].all():
-            cross = int(s[i])
-            break
+    hit = np.nonzero(cs >= k.onset_level)[0]
+    onset = int(s[hit.max()]) if len(hit) else None
+    if legacy and not (emerged and cs[-1] < k.onset_level):
+        onset = None
     return {
-        "label": label,
+        "label": label_of(final, frange, emerged, k),
         "emerged": emerged,
         "peak": float(cs[ipk]),
         "peak_step": int(s[ipk]),
         "final": final,
+        "conflict_final": final,
         "final_range": frange,
         "agree_final": a_final,
-        "control_valid": bool(a_final >= k.control_final and (a.max() - a_final) < k.control_drop),
+        "agree_max": a_max,
+        "control_valid": bool(a_final >= k.control_final and (a_max - a_final) < k.control_drop),
         "onset": onset,
-        "cm_peak": float(ms.max()),
-        "cm_final": _final(m, k)[0],
-        "cm_cross": cross,
-        "cross_lag": (cross - onset) if (cross is not None and onset is not None) else None,
-        "abs_cross_lag": abs(cross - onset) if (cross is not None and onset is not None) else None,
-        "margin_valid": bool(ms.max() >= k.margin_min),
-        "n_evals": int(len(s)),
     }
+
+
+def _cm_figures(steps: np.ndarray, cm: np.ndarray, peak_step: int, k: Classifier) -> dict:
+    """CM peak, final, crossing and the margin instrument gate from the whole CM series."""
+    keep = steps >= k.start_step
+    if k.operators == UNGROK_0_1:
+        s, ms = steps[keep], smoothed(cm[keep], k)
+        neg, cross = ms < 0, None
+        for i in range(max(int(np.searchsorted(s, peak_step)), 1), len(s)):
+            if neg[i] and not neg[i - 1] and neg[i:].all():
+                cross = int(s[i])
+                break
+        cm_peak = float(ms.max())
+    else:
+        ms = smoothed(cm, k)
+        hit = np.nonzero(ms >= 0)[0]
+        cross = int(steps[hit.max()]) if len(hit) else None
+        cm_peak = float(ms[keep].max())
+    valid = bool(cm_peak >= k.margin_min)
+    return {"cm_peak": cm_peak, "cm_final": cm_final_of(steps, cm, k), "cm_cross": cross,
+            "margin_valid": valid, "cm_valid": valid}
+
+
+def _no_cm() -> dict:
+    return {"cm_peak": None, "cm_final": None, "cm_cross": None, "margin_valid": False, "cm_valid": None}
+
+
+def _timing(cross: int | None, onset: int | None, k: Classifier) -> dict:
+    """cross_lag = cm_cross - onset, its absolute value, cm_cross / onset and the M4b test."""
+    lag = None if cross is None or onset is None else cross - onset
+    return {
+        "cross_lag": lag,
+        "abs_cross_lag": None if lag is None else abs(lag),
+        "cross_onset_ratio": cross / onset if cross is not None and onset else None,
+        "cross_timing_ok": crossing_within(cross, onset, k.timing_lo, k.timing_hi),
+    }
+
+
+def family_figures(steps: np.ndarray, conflict: np.ndarray, agree: np.ndarray, cm: np.ndarray | None = None,
+                   k: Classifier = Classifier()) -> dict:
+    """All figures for one family's trajectory (arrays aligned on ``steps``; ``cm`` optional:
+    without it the CM figures are None and the margin instrument is not valid)."""
+    steps, conflict, agree = np.asarray(steps), np.asarray(conflict, float), np.asarray(agree, float)
+    keep = steps >= k.start_step
+    s = steps[keep]
+    if len(s) < k.final_min:
+        return {"label": INCOMPLETE, "n_evals": int(len(s))}
+    out = _accuracy_figures(s, conflict[keep], agree[keep], k)
+    out.update(_no_cm() if cm is None else _cm_figures(steps, np.asarray(cm, float), out["peak_step"], k))
+    out.update(_timing(out["cm_cross"], out["onset"], k))
+    out["n_evals"] = int(len(s))
+    return out
 
 
 def figures_from_store(store: RunStore, family: str, k: Classifier = Classifier()) -> dict:
@@ -125,6 +257,7 @@ def run_figures(store: RunStore, k: Classifier = Classifier()) -> dict:
 
 
 def write_summary(run_dir: str | Path, k: Classifier = Classifier()) -> dict:
+    """Write (atomically) and return a run's ``summary.json``: its figures per family under ``k``."""
     run_dir = Path(run_dir)
     store = open_run_store(run_dir)
     summary = {
@@ -134,5 +267,5 @@ def write_summary(run_dir: str | Path, k: Classifier = Classifier()) -> dict:
         "classifier": asdict(k),
         "families": run_figures(store, k),
     }
-    write_json_atomic(run_dir / "summary.json", summary)
+    write_json_atomic(RunDir(run_dir).summary, summary)  # <run>/rescore/<name>/ in a battery view
     return summary

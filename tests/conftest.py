@@ -19,6 +19,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # machine's other interface (services.get_node_ip_address), for `ray start` and drivers alike.
 # Inherited by the subprocesses the tests start.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# A developer's project prereg (the CLI's default --prereg) must not seal the tests' seeds.
+os.environ.pop("UNGROK_PREREG", None)
 
 from tests.helpers import REFERENCE_BATTERY  # noqa: E402  (after the offline variables)
 

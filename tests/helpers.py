@@ -11,6 +11,9 @@ from runner.config import RunConfig
 
 REFERENCE_BATTERY = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference", "batteries",
                                  "rvp4.jsonl")
+# 400 trajectories with what the paper's frozen classifier computes for each (classifier_golden.md)
+CLASSIFIER_GOLDEN = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference",
+                                 "classifier_golden.jsonl")
 
 
 TINY_GRID = """

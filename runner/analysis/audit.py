@@ -16,7 +16,7 @@ CI: percentile bootstrap of the pooled ratio (rule + 1) / (prior + 1), resamplin
 
 Calibration (``fit_critical_ratio``). From finished runs that varied support: x = log support
 ratio of the stream each run saw, y = 1 for RECOVERED, 0 for DISPLACED; an UNSTABLE or
-INTERMEDIATE run counts by its final against the midpoint of the two thresholds (the survival
+PARTIAL run counts by its final against the midpoint of the two thresholds (the survival
 line: 0.7 with the paper's constants), since short noisy final windows make UNSTABLE common; NEVER
 is left out. Runs are labelled as the verdict labels them: under a locked prereg's constants (with
 the amendments in force for each run's data) when one is given, else the paper's; quarantined
@@ -46,9 +46,10 @@ from runner.data.support import (
     template_ids,
     window_events,
 )
-from runner.trajectory import Classifier
+from runner.trajectory import DISPLACED, INCOMPLETE, NEVER, RECOVERED, Classifier
 from runner.world import vocab as V
 from runner.world.rules import RULES, InductionRule
+from runner.world.rvp import RuleVsPrior
 
 
 class AuditError(ValueError):
@@ -212,7 +213,8 @@ def audit_corpus(path: str | Path, families: list[str], *, text_column: str = "t
     import time
 
     for f in families:
-        RULES.get(f)
+        if isinstance(RULES.get(f), RuleVsPrior):
+            raise AuditError(f"{f}: a rule-versus-prior family; audit it with runner.analysis.audit_rvp.audit_rvp")
     t0 = time.time()
     tok, pad, blocks, n_total = read_documents(path, text_column=text_column, tokenizer_path=tokenizer, block=block)
     parts: dict = {f: {} for f in families}
@@ -247,14 +249,15 @@ def audit_corpus(path: str | Path, families: list[str], *, text_column: str = "t
         out[f] = {}
         for m, (rs, ps) in modes.items():
             r, p = np.concatenate(rs), np.concatenate(ps)
-            out[f][m] = {"rule": int(r.sum()), "prior": int(p.sum()), "ratio": (int(r.sum()) + 1) / (int(p.sum()) + 1),
-                         "ci": bootstrap_ratio(r, p, n_boot)}
+            rule, prior, none = int(r.sum()), int(p.sum()), r.sum() + p.sum() == 0  # none: no event, no ratio
+            out[f][m] = {"rule": rule, "prior": prior, "ratio": None if none else (rule + 1) / (prior + 1),
+                         "ci": None if none else bootstrap_ratio(r, p, n_boot)}
     return AuditResult(str(path), n_docs, n_tokens, time.time() - t0, out)
 
 
 # ---- calibration -----------------------------------------------------------------------------------
 def survival_line(k: Classifier) -> float:
-    """The final above which an UNSTABLE or INTERMEDIATE run counts as survived: the midpoint of
+    """The final above which an UNSTABLE or PARTIAL run counts as survived: the midpoint of
     the DISPLACED and RECOVERED thresholds."""
     return (k.displaced + k.recovered) / 2
 
@@ -263,8 +266,8 @@ def survived(p: dict, k: Classifier | None = None) -> bool:
     """RECOVERED -> True, DISPLACED -> False, others by final against the survival line of ``k``,
     else of the classifier the point's run was labelled with (``p["classifier"]``), else the
     paper's."""
-    if p["label"] in ("recovered", "displaced"):
-        return p["label"] == "recovered"
+    if p["label"] in (RECOVERED, DISPLACED):
+        return p["label"] == RECOVERED
     k = k or (Classifier(**p["classifier"]) if "classifier" in p else Classifier())
     return p["final"] >= survival_line(k)
 
@@ -339,7 +342,7 @@ def fit_critical_ratio(points: list[dict], n_boot: int = 500, seed: int = 0,
     survival as :func:`survived` calls it (``classifier``, else each point's own)."""
     from scipy.optimize import minimize
 
-    use = [p for p in points if p["label"] != "never" and p["label"] != "incomplete"]
+    use = [p for p in points if p["label"] not in (NEVER, INCOMPLETE)]
     x = np.log([max(p["ratio"], 1e-9) for p in use])
     y = np.array([survived(p, classifier) for p in use], float)
     base = {"n_points": len(use), "n_recovered": int(y.sum()), "n_displaced": int(len(y) - y.sum()),

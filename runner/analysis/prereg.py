@@ -15,14 +15,22 @@ A prereg is a TOML file::
     op = "<="
     value = 0.6
     seeds = "2/3"           # at least 2 of 3 selected runs (runs are seeds of the cell)
+    # requires = [...]      # gates; default: the instrument the quantity uses (runner.analysis.gates)
     [[falsifiers]]          # same shape; a PASS here counts against the hypothesis
+    [intervention_gate]     # optional (default off): control families that must hold in dosed cells
+    families = ["det_an_choice", "a_an_adjective", "irregular_past", "negation_bare_verb"]
+    seeds = "2/3"           # a family holds if RECOVERED and control-valid in >= 2 of 3 seeds
+    tolerance = 1           # failing families a cell tolerates; more -> INTERVENTION-INVALID
 
 ``lock`` writes ``<file>.lock.json``: the sha256 of the normalised text (line endings and trailing
 whitespace normalised; every other character counts), the UTC time, the ungrok version and the git
 commit. Any later edit makes :func:`load_locked` - which every evaluator calls - refuse. Changes
 are dated amendments appended to the lock, each hashed into a chain (``hash = sha256(prev_hash +
-amendment)``); an amendment applies to data produced after it ("going forward") only.
-Unsealing quarantined seeds is appended to ``<file>.unseal.jsonl``.
+amendment)``): a change of classifier constants applies to data produced after it ("going
+forward") only; a prediction an amendment adds is scored only on data first scored after it.
+Unsealing quarantined seeds (:mod:`runner.analysis.quarantine`) is appended to
+``<file>.unseal.jsonl``, a second hash chain that starts at the lock's sha256 and that
+:func:`verify` checks too.
 """
 
 from __future__ import annotations
@@ -30,17 +38,16 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
 import subprocess
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from runner import __version__
 from runner._io import utcnow, write_json_atomic
-from runner.config import load_toml_model
+from runner.config import field_error, load_toml_model
 from runner.trajectory import Classifier
 
 OPS = {"<=": lambda a, b: a <= b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b,
@@ -55,6 +62,27 @@ def _t(iso: str) -> _dt.datetime:
     return _dt.datetime.fromisoformat(iso)
 
 
+def check_seeds(v: str) -> str:
+    """A seed quantifier: ``"all"`` or ``"k/n"`` with ``0 < k <= n``."""
+    if v == "all":
+        return v
+    try:
+        k, n = (int(x) for x in v.split("/"))
+    except ValueError:
+        raise ValueError(f"seeds must be 'k/n' (e.g. '2/3') or 'all', got {v!r}") from None
+    if not 0 < k <= n:
+        raise ValueError(f"seeds {v!r}: need 0 < k <= n")
+    return v
+
+
+def needed(seeds: str, n_runs: int) -> tuple[int, int]:
+    """(successes needed, runs expected) of a seed quantifier over ``n_runs`` runs."""
+    if seeds == "all":
+        return n_runs, n_runs
+    k, n = (int(x) for x in seeds.split("/"))
+    return k, n
+
+
 class Prediction(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -66,27 +94,18 @@ class Prediction(BaseModel):
     op: Literal["<=", "<", ">=", ">", "==", "!="]
     value: float | str | bool
     seeds: str = "all"
-    requires: tuple[str, ...] = ("control_valid", "margin_valid")
+    # Gates (validity figures that must hold); None: the instrument the quantity uses
+    # (runner.analysis.gates.gates_of). A margin quantity always has the margin gate.
+    requires: tuple[str, ...] | None = None
 
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v: str) -> str:
-        if v == "all":
-            return v
-        try:
-            k, n = (int(x) for x in v.split("/"))
-        except ValueError:
-            raise ValueError(f"seeds must be 'k/n' (e.g. '2/3') or 'all', got {v!r}") from None
-        if not 0 < k <= n:
-            raise ValueError(f"seeds {v!r}: need 0 < k <= n")
-        return v
+        return check_seeds(v)
 
     def needed(self, n_runs: int) -> tuple[int, int]:
         """(successes needed, runs expected)."""
-        if self.seeds == "all":
-            return n_runs, n_runs
-        k, n = (int(x) for x in self.seeds.split("/"))
-        return k, n
+        return needed(self.seeds, n_runs)
 
 
 class DosePrediction(BaseModel):
@@ -108,12 +127,47 @@ class DosePrediction(BaseModel):
     min_levels: int = Field(3, ge=3, description="dose levels, baseline included, needed for a verdict")
 
 
+class InterventionGate(BaseModel):
+    """The intervention-validity gate: in a dosed cell, each named control family must hold
+    (label RECOVERED and control valid in at least ``seeds`` of the cell's seeds); a cell where
+    more than ``tolerance`` families fail is INTERVENTION-INVALID and yields no verdict. No
+    families: the gate is off."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    families: tuple[str, ...] = ()
+    seeds: str = "2/3"
+    tolerance: int = Field(default=1, ge=0, description="failing families a cell tolerates")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: str) -> str:
+        return check_seeds(v)
+
+
+class Additions(BaseModel):
+    """Predictions an amendment registers (the same tables as the prereg's)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    predictions: tuple[Prediction, ...] = ()
+    falsifiers: tuple[Prediction, ...] = ()
+    dose_predictions: tuple[DosePrediction, ...] = ()
+
+    def ids(self) -> list[str]:
+        return [p.id for kind in KINDS for p in getattr(self, kind)]
+
+
+KINDS = ("predictions", "falsifiers", "dose_predictions")
+
+
 class Prereg(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     title: str = ""
     classifier: dict[str, float | int] = Field(default_factory=dict)
     quarantine: dict[str, list[int]] = Field(default_factory=dict)
+    intervention_gate: InterventionGate = Field(default_factory=InterventionGate)
     predictions: tuple[Prediction, ...] = ()
     falsifiers: tuple[Prediction, ...] = ()
     dose_predictions: tuple[DosePrediction, ...] = ()
@@ -180,8 +234,45 @@ def _amendment_hash(prev: str, body: dict) -> str:
     return hashlib.sha256((prev + json.dumps(body, sort_keys=True)).encode()).hexdigest()
 
 
+def check_chain(records: list[dict], start: str, where: str, what: str) -> str:
+    """Check a hash chain (each record's ``prev`` is the hash before it and ``hash = sha256(prev +
+    record without hash)``); returns the last hash. ``start``: the lock's sha256."""
+    prev = start
+    for i, a in enumerate(records):
+        body = {k: v for k, v in a.items() if k != "hash"}
+        if a.get("prev") != prev or _amendment_hash(prev, body) != a.get("hash"):
+            raise PreregError(f"{where}: {what} {i + 1} does not chain (edited file?); "
+                              "restore it from version control")
+        prev = a["hash"]
+    return prev
+
+
+def chain_record(prev: str, body: dict) -> dict:
+    """``body`` with its ``prev`` and ``hash`` (the next link of a chain ending at ``prev``)."""
+    body = {**body, "prev": prev}
+    return {**body, "hash": _amendment_hash(prev, body)}
+
+
+def unseal_log_path(path: str | Path) -> Path:
+    return Path(str(path) + ".unseal.jsonl")
+
+
+def read_unseal_log(path: str | Path, start: str) -> list[dict]:
+    """The unseal records beside the prereg at ``path`` (none if no log), their chain checked."""
+    log = unseal_log_path(path)
+    if not log.exists():
+        return []
+    try:
+        recs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError:
+        raise PreregError(f"{log}: a line is not JSON (cut short or edited?); restore it from version "
+                          "control") from None
+    check_chain(recs, start, str(log), "unseal record")
+    return recs
+
+
 def verify(path: str | Path) -> dict:
-    """The lock record, after checking the file's hash and the amendment chain."""
+    """The lock record, after checking the file's hash, the amendment chain and the unseal log."""
     path = Path(path)
     lp = lock_path(path)
     if not lp.exists():
@@ -193,43 +284,64 @@ def verify(path: str | Path) -> dict:
             f"{path} was edited after it was locked (sha256 {now[:12]} != locked {rec['sha256'][:12]}); "
             f"revert the edit and record the change with `ungrok prereg amend {path} --set KEY=VALUE --reason ...`"
         )
-    prev = rec["sha256"]
-    for i, a in enumerate(rec["amendments"]):
-        body = {k: v for k, v in a.items() if k != "hash"}
-        if a.get("prev") != prev or _amendment_hash(prev, body) != a.get("hash"):
-            raise PreregError(f"{lp}: amendment {i + 1} does not chain (edited lock file?); "
-                              "restore it from version control")
-        prev = a["hash"]
+    check_chain(rec["amendments"], rec["sha256"], str(lp), "amendment")
+    read_unseal_log(path, rec["sha256"])
     return rec
 
 
-def amend(path: str | Path, changes: dict[str, Any], reason: str) -> dict:
-    """Append a dated amendment (``classifier.<constant>`` changes) to the lock's hash chain."""
-    if not reason.strip():
-        raise PreregError("an amendment needs a --reason")
-    rec = verify(path)
+def _check_changes(changes: dict[str, Any]) -> None:
     for key, val in changes.items():
         section, _, name = key.partition(".")
         if section != "classifier" or name not in {f.name for f in fields(Classifier)}:
-            raise PreregError(f"amendment key {key!r}: only classifier.<constant> can be amended, "
-                              "e.g. classifier.displaced=0.55")
+            raise PreregError(f"amendment key {key!r}: only classifier.<constant> can be changed, "
+                              "e.g. classifier.displaced=0.55 (new predictions: --add FILE)")
         if not isinstance(val, (int, float)):
             raise PreregError(f"amendment {key}: value must be a number, got {val!r}")
+
+
+def _check_additions(path: str | Path, rec: dict, add: dict) -> dict:
+    """The additions validated (as :class:`Additions`) with ids new to the prereg, as JSON."""
+    try:
+        new = Additions.model_validate(add)
+    except ValidationError as e:
+        raise PreregError(f"amendment additions: {field_error(e)}") from None
+    ids = new.ids()
+    have = [p.id for kind in KINDS for p, _ in Locked(path=str(path), prereg=parse(path), record=rec).registered(kind)]
+    dup = sorted({i for i in ids if ids.count(i) > 1 or i in have})
+    if dup:
+        raise PreregError(f"amendment additions: prediction id {dup[0]!r} is already registered; give each a new id")
+    return {k: v for k, v in new.model_dump(mode="json", exclude_unset=True).items() if v}
+
+
+def amend(path: str | Path, changes: dict[str, Any], reason: str, add: dict | None = None) -> dict:
+    """Append a dated amendment to the lock's hash chain: ``classifier.<constant>`` changes (they
+    apply to data produced after the amendment) and/or new predictions ``add`` (``{"predictions":
+    [...], "falsifiers": [...], "dose_predictions": [...]}``, scored only on data first scored after
+    the amendment)."""
+    if not reason.strip():
+        raise PreregError("an amendment needs a --reason")
+    rec = verify(path)
+    _check_changes(changes)
+    added = _check_additions(path, rec, add) if add else {}
+    if not changes and not added:
+        raise PreregError("an amendment changes a constant (--set KEY=VALUE) or adds predictions (--add FILE)")
     prev = rec["amendments"][-1]["hash"] if rec["amendments"] else rec["sha256"]
-    body = {"n": len(rec["amendments"]) + 1, "utc": utcnow(), "changes": changes, "reason": reason, "prev": prev}
-    rec["amendments"].append({**body, "hash": _amendment_hash(prev, body)})
+    body = {"n": len(rec["amendments"]) + 1, "utc": utcnow(), "changes": changes, "reason": reason,
+            **({"add": added} if added else {})}
+    rec["amendments"].append(chain_record(prev, body))
     write_json_atomic(lock_path(path), rec)
     return rec
 
 
 class Locked(BaseModel):
-    """A verified prereg with its lock record; what evaluators receive."""
+    """A verified prereg with its lock record (and unseal log); what evaluators receive."""
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     path: str
     prereg: Prereg
     record: dict
+    unseals: tuple[dict, ...] = ()
 
     @property
     def locked_utc(self) -> str:
@@ -244,9 +356,20 @@ class Locked(BaseModel):
                 k = replace(k, **{key.split(".", 1)[1]: v for key, v in a["changes"].items()})
         return k
 
+    def registered(self, kind: str) -> list[tuple[Any, dict]]:
+        """``(prediction, registration)`` of one kind (predictions, falsifiers, dose_predictions):
+        the locked ones (``{"by": "lock", "utc": locked_utc}``), then those added by amendments
+        (``{"by": "amendment <n>", "amendment": n, "utc": ...}``) in chain order."""
+        out: list[tuple[Any, dict]] = [(p, {"by": "lock", "utc": self.locked_utc})
+                                       for p in getattr(self.prereg, kind)]
+        for a in self.record["amendments"]:
+            for p in getattr(Additions.model_validate(a.get("add", {})), kind):
+                out.append((p, {"by": f"amendment {a['n']}", "amendment": a["n"], "utc": a["utc"]}))
+        return out
+
     def status(self, produced_utc: str | None) -> str:
         """``confirmatory`` for data produced after the lock, ``exploratory`` before (or unknown)."""
-        return "confirmatory" if produced_utc is not None and _t(produced_utc) > _t(self.locked_utc) else "exploratory"
+        return "confirmatory" if produced_after(produced_utc, self.locked_utc) else "exploratory"
 
 
 def unregistered() -> Locked:
@@ -258,12 +381,9 @@ def unregistered() -> Locked:
 def load_locked(path: str | Path) -> Locked:
     """Every evaluator's entry point: parse + verify, or refuse."""
     rec = verify(path)
-    return Locked(path=str(path), prereg=parse(path), record=rec)
+    return Locked(path=str(path), prereg=parse(path), record=rec, unseals=tuple(read_unseal_log(path, rec["sha256"])))
 
 
-def log_unseal(path: str | Path, runs: list[str]) -> None:
-    """Append an unseal record (who, when, which runs) beside the prereg."""
-    log = Path(str(path) + ".unseal.jsonl")
-    with open(log, "a") as f:
-        f.write(json.dumps({"utc": utcnow(), "user": os.environ.get("USER", "?"), "runs": runs}) + "\n")
-
+def produced_after(produced_utc: str | None, utc: str) -> bool:
+    """Whether data first scored at ``produced_utc`` (None: unknown) comes after ``utc``."""
+    return produced_utc is not None and _t(produced_utc) > _t(utc)

@@ -2,8 +2,8 @@
 
 Every entry point takes a :class:`runner.prereg.Locked` (so an unlocked or edited prereg has
 already been refused) and labels each figure ``exploratory`` (data produced before the lock)
-or ``confirmatory`` (after). Quarantined seeds are not read unless ``unseal=True``, which is
-logged beside the prereg.
+or ``confirmatory`` (after). :func:`verdict` refuses runs of quarantined seeds unless given an
+unseal reason, which is logged in the prereg's unseal chain (:mod:`runner.analysis.quarantine`).
 
 Per run and family: the classifier figures of :mod:`runner.summary` under the constants in force
 when the run's data was produced, transience = (peak - final) / (peak - chance), and bootstrap
@@ -11,27 +11,36 @@ when the run's data was produced, transience = (peak - final) / (peak - chance),
 
 Across runs: Spearman rho between support ratio and conflict final, whether the support ratio
 alone separates survivors from the displaced, collapse depth per data-to-parameter budget, and
-each prediction scored PASS / FAIL / VOID. VOID when no run matches, fewer runs than the
-quantifier expects, or any matched run fails a required validity (control, margin instrument):
-never a silent pass.
+each prediction scored PASS / FAIL / VOID. The support ratio of the law is the per-class ratio of
+the cue class(es) the family's heldout conflict probes test (pooled over those classes when they
+test several; :func:`tested_classes`). VOID when no run matches, fewer runs than the quantifier
+expects, the prediction was added by an amendment after the data was first scored, or a gate
+fails (:mod:`runner.analysis.gates`: the control, the margin instrument - which voids only margin
+predictions, scored on the instrument-valid seeds when at least 2 are - or the intervention
+gate): never a silent pass.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from runner.analysis.dose_response import cross_model, dose_response
-from runner.analysis.prereg import OPS, Locked, Prediction, log_unseal
+from runner.analysis.prereg import Locked
+from runner.analysis.quarantine import refuse_quarantined
+from runner.analysis.scoreboard import score_dose_prediction, score_prediction, scoreboard  # noqa: F401 (re-exported)
 from runner.analysis.stats import spearman
 from runner.config import RunConfig
 from runner.data.support import corpus_support, pooled
+from runner.scoring import battery_for
 from runner.store import is_run_dir, open_run_store
-from runner.trajectory import Classifier, _final, figures_from_store, smooth
+from runner.trajectory import DISPLACED, RECOVERED, Classifier, cm_final_of, figures_from_store, final_of, smoothed
+from runner.world.rules import RULES
 
 N_BOOT = 2000
 
@@ -65,14 +74,14 @@ def bootstrap_ci(steps, correct: np.ndarray, diff: np.ndarray, k: Classifier, se
     """
     rng = np.random.default_rng(seed)
     keep = steps >= k.start_step
-    correct, diff = correct[keep].astype(float), diff[keep]
+    correct = correct[keep].astype(float)  # accuracy from start_step; CM over all evals (the classifier's)
     n_items = correct.shape[1]
     counts = rng.multinomial(n_items, np.full(n_items, 1 / n_items), size=n_boot)  # (boot, item)
     acc = counts @ correct.T / n_items  # (boot, step)
     cm = counts @ diff.T / n_items
-    peaks = np.array([smooth(a, k.window).max() for a in acc])
-    finals = np.array([_final(a, k)[0] for a in acc])
-    cm_finals = np.array([_final(c, k)[0] for c in cm])
+    peaks = np.array([smoothed(a, k).max() for a in acc])
+    finals = np.array([final_of(a, k) for a in acc])
+    cm_finals = np.array([cm_final_of(steps, c, k) for c in cm])
     q = lambda x: [float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))]  # noqa: E731
     return {"peak_ci": q(peaks), "final_ci": q(finals), "cm_final_ci": q(cm_finals), "n_boot": n_boot}
 
@@ -87,6 +96,12 @@ def run_identity(run_dir: Path) -> dict:
     return {"kind": "trained", "corpus": cfg.corpus.name, "budget": cfg.train.budget, "seed": cfg.train.seed,
             "dose": cfg.dose, "window": cfg.intervention.window if cfg.dose != "none" else "",
             "n_params": meta.get("n_params")}
+
+
+def run_seeds(run_dirs) -> dict[str, int | None]:
+    """``{run name: seed}`` of run folders, from their config (or identity), never their data:
+    what :func:`runner.analysis.quarantine.refuse_quarantined` needs."""
+    return {Path(d).name: run_identity(Path(d)).get("seed") for d in run_dirs}
 
 
 def run_verdict(run_dir: Path, locked: Locked, unseal: bool = False) -> dict:
@@ -113,50 +128,54 @@ def run_verdict(run_dir: Path, locked: Locked, unseal: bool = False) -> dict:
     return out
 
 
-def support_ratio(run_dir: Path, family: str) -> dict | None:
-    """Pooled support ratios (over cue classes) of the stream a run trained on: the intervened
-    stream for a dosed run, else its corpus (counted once per corpus and cached)."""
-
+def support_ratio(run_dir: Path, family: str, classes=None) -> dict | None:
+    """Support ratios per mode of the stream a run trained on (the intervened stream for a dosed
+    run, else its corpus; counted once per corpus and cached), pooled over ``classes`` (default:
+    every cue class)."""
     meta = json.loads((run_dir / "run.json").read_text())
     cdir = meta.get("intervened_corpus_path") or meta.get("corpus_path")
     if cdir is None or not Path(cdir).exists():  # a public checkpoint series has no corpus here
         return None
-    cdir = Path(cdir)
-    fams = corpus_support(cdir, [family])
+    fams = corpus_support(Path(cdir), [family])
     if family not in fams:
         return None
-    return {mode: pooled(fams[family], mode)["ratio"] for mode in next(iter(fams[family].values()))}
+    counts = {c: v for c, v in fams[family].items() if classes is None or c in classes}
+    if not counts:
+        return None
+    return {mode: pooled(counts, mode)["ratio"] for mode in next(iter(counts.values()))}
 
 
-def _select(run: dict, sel: dict) -> bool:
-    """A selector that names no dose selects undosed runs only; one that names no window selects
-    runs dosed for the whole run only (``window = "4000-end"`` selects a phase-B window)."""
-    run = {"dose": "none", "window": "", **run}
-    return all(str(run.get(key)) == str(val) for key, val in {"dose": "none", "window": "", **sel}.items())
+_TESTED: dict[tuple[str, str], tuple[str, ...]] = {}
 
 
-def score_prediction(pred: Prediction, runs: list[dict]) -> dict:
-    candidates = [r for r in runs if not r.get("sealed") and _select(r, pred.select) and pred.family in r["families"]]
-    matched = [r for r in candidates if r.get("complete")]  # runs still training are not scored
-    res = {"id": pred.id, "text": pred.text, "family": pred.family, "select": pred.select,
-           "rule": f"{pred.quantity} {pred.op} {pred.value} in {pred.seeds} seeds", "runs": [r["run"] for r in matched]}
-    if not matched:
-        return {**res, "result": "VOID", "why": "no run matches the selector", "status": "exploratory"}
-    need, expect = pred.needed(len(matched))
-    status = "confirmatory" if all(r["status"] == "confirmatory" for r in matched) else "exploratory"
-    if len(matched) < expect:
-        unfinished = len(candidates) - len(matched)
-        extra = f" ({unfinished} more still training)" if unfinished else ""
-        return {**res, "result": "VOID", "why": f"{len(matched)} complete runs{extra}, the quantifier expects {expect}",
-                "status": status}
-    invalid = [f"{r['run']}: {req}" for r in matched for req in pred.requires
-               if not r["families"][pred.family].get(req)]
-    if invalid:
-        return {**res, "result": "VOID", "why": "invalid instrument/control: " + "; ".join(invalid), "status": status}
-    values = [r["families"][pred.family].get(pred.quantity) for r in matched]
-    ok = [v is not None and OPS[pred.op](v, pred.value) for v in values]
-    return {**res, "values": values, "successes": int(sum(ok)), "needed": need,
-            "result": "PASS" if sum(ok) >= need else "FAIL", "status": status}
+def tested_classes(cfg: RunConfig, family: str) -> tuple[str, ...] | None:
+    """The cue classes a run's heldout conflict probes of ``family`` test: the classes whose rule
+    answer is some conflict item's correct answer (a battery may test one class only, as the
+    reference battery's pronoun items test feminine cues; the built-in batteries test every
+    class). None for a family without cue classes in ``runner.world.rules.RULES``."""
+    if family not in RULES:
+        return None
+    key = (cfg.probes.model_dump_json(), family)
+    if key not in _TESTED:
+        try:
+            items = battery_for(cfg)
+        except (ValueError, OSError):
+            return None
+        answers = {it.correct.strip() for it in items
+                   if it.family == family and it.condition == "conflict" and it.split == "heldout"}
+        _TESTED[key] = tuple(c for c, a in RULES.get(family).rule_answer.items() if a in answers)
+    return _TESTED[key] or None
+
+
+def tested_support(run_dir: Path, family: str) -> dict | None:
+    """:func:`support_ratio` over the cue classes the run's conflict probes test
+    (:func:`tested_classes`), with ``classes``: the support law's ratio."""
+    cfg_file = run_dir / "config.json"
+    if not cfg_file.exists() or "identity" in json.loads((run_dir / "run.json").read_text()):
+        return None  # a public checkpoint series: no RunConfig, no corpus here
+    classes = tested_classes(RunConfig.model_validate_json(cfg_file.read_text()), family)
+    ratio = support_ratio(run_dir, family, classes) if classes else None
+    return {**ratio, "classes": list(classes or ())} if ratio else None
 
 
 def across_runs(runs: list[dict], run_dirs: dict[str, Path]) -> dict:
@@ -168,21 +187,23 @@ def across_runs(runs: list[dict], run_dirs: dict[str, Path]) -> dict:
             f = r["families"].get(fam)
             if not f or "final" not in f:
                 continue
-            ratio = support_ratio(run_dirs[r["run"]], fam) or {}
+            ratio = tested_support(run_dirs[r["run"]], fam) or {}
             rows.append({"run": r["run"], "corpus": r["corpus"], "budget": r["budget"], "seed": r["seed"],
                          "dose": r.get("dose", "none"),
                          "label": f["label"], "final": f["final"], "peak": f["peak"],
-                         "support_ratio": ratio.get("windowed"), "contested_ratio": ratio.get("contested")})
+                         "support_ratio": ratio.get("windowed"), "contested_ratio": ratio.get("contested"),
+                         "support_classes": ratio.get("classes")})
         law = {}
         for key in ("support_ratio", "contested_ratio"):
             pts = [(r[key], r["final"]) for r in rows if r[key] is not None]
             if pts:
                 xs, ys = zip(*pts)
-                surv = [r[key] for r in rows if r["label"] == "recovered" and r[key] is not None]
-                disp = [r[key] for r in rows if r["label"] == "displaced" and r[key] is not None]
+                surv = [r[key] for r in rows if r["label"] == RECOVERED and r[key] is not None]
+                disp = [r[key] for r in rows if r["label"] == DISPLACED and r[key] is not None]
                 sep = bool(surv and disp and min(surv) > max(disp))
                 law[key] = {"spearman_rho": spearman(xs, ys), "n": len(pts), "separates": sep,
-                            "threshold": (min(surv) + max(disp)) / 2 if sep else None}
+                            "threshold": (min(surv) + max(disp)) / 2 if sep else None,
+                            "classes": sorted({c for r in rows if r[key] is not None for c in r["support_classes"]})}
         depth = {}
         undosed = [r for r in rows if r["dose"] == "none"]
         for b in sorted({r["budget"] for r in undosed}):
@@ -193,19 +214,23 @@ def across_runs(runs: list[dict], run_dirs: dict[str, Path]) -> dict:
     return out
 
 
-def verdict(path: str | Path, locked: Locked, unseal: bool = False) -> dict:
-    """The whole verdict for a run or a folder of runs."""
+def verdict(path: str | Path | Sequence[str | Path], locked: Locked, unseal: str | None = None,
+            command: str = "verdict") -> dict:
+    """The whole verdict for a run or a folder of runs.
+
+    Runs of quarantined seeds are refused unless ``unseal`` (the reason) is given, which appends a
+    record naming ``command`` to the prereg's unseal log (:func:`refuse_quarantined`)."""
     dirs = find_runs(path)
-    if unseal:
-        log_unseal(locked.path, [d.name for d in dirs])
-    runs = [run_verdict(d, locked, unseal) for d in dirs]
+    unsealed = refuse_quarantined(locked, run_seeds(dirs), unseal, command)
+    runs = [run_verdict(d, locked, unsealed is not None) for d in dirs]
     by_name = {d.name: d for d in dirs}
     k = locked.classifier_at(None)
     dr = dose_response(runs, lambda r, fam: support_ratio(by_name[r["run"]], fam), k)
     return {
         "prereg": {"path": locked.path, "sha256": locked.record["sha256"], "locked_utc": locked.locked_utc,
-                   "git_commit": locked.record.get("git_commit"), "amendments": locked.record["amendments"]},
-        "unsealed": unseal,
+                   "git_commit": locked.record.get("git_commit"), "amendments": locked.record["amendments"],
+                   "unseals": [*locked.unseals, *([unsealed] if unsealed else [])]},
+        "unsealed": unsealed,
         # the constants applied across runs (dose-response kills / rescues, the report's across-runs
         # plots): the locked ones; each run's own labels use ``runs[i]["classifier"]``
         "classifier": asdict(k),
@@ -213,32 +238,7 @@ def verdict(path: str | Path, locked: Locked, unseal: bool = False) -> dict:
         "across": across_runs([r for r in runs if not r["sealed"]], by_name),
         "dose_response": dr,
         "cross_model": cross_model([r for r in runs if not r["sealed"]]),
-        "predictions": [score_prediction(p, runs) for p in locked.prereg.predictions],
-        "falsifiers": [score_prediction(p, runs) for p in locked.prereg.falsifiers],
-        "dose_predictions": [score_dose_prediction(p, dr, runs) for p in locked.prereg.dose_predictions],
+        # predictions, falsifiers, dose_predictions (locked and amended) and the intervention gate
+        **scoreboard(locked, runs, dr),
     }
 
-
-def score_dose_prediction(pred, dr: dict, runs: list[dict]) -> dict:
-    """PASS / FAIL on a dose-response group's rho; VOID without the group, its baseline, or
-    enough levels."""
-    res = {"id": pred.id, "text": pred.text, "family": pred.family,
-           "select": {"intervention": pred.intervention, "corpus": pred.corpus, "budget": pred.budget,
-                      **({"window": pred.window} if pred.window else {})},
-           "rule": f"{pred.quantity} {pred.op} {pred.value}"}
-    g = next((g for g in dr["groups"] if (g["intervention"], g["corpus"], g["budget"], g["family"], g["window"])
-              == (pred.intervention, pred.corpus, pred.budget, pred.family, pred.window)), None)
-    used = [lv for lv in (g["levels"] if g else [])]
-    names = {lv["dose_name"] for lv in used}
-    matched = [r for r in runs if not r.get("sealed") and r.get("complete") and r["corpus"] == pred.corpus
-               and r["budget"] == pred.budget and (r["dose"] == "none" and "none" in names
-                                                   or r["dose"] in names and r.get("window", "") == pred.window)]
-    status = "confirmatory" if matched and all(r["status"] == "confirmatory" for r in matched) else "exploratory"
-    if g is None or not g["has_baseline"]:
-        return {**res, "result": "VOID", "why": "no dose-0 baseline and dosed runs for this group", "status": status}
-    if len(used) < pred.min_levels:
-        return {**res, "result": "VOID", "why": f"{len(used)} dose levels, {pred.min_levels} needed", "status": status}
-    v = g[pred.quantity]
-    if v is None:
-        return {**res, "result": "VOID", "why": "rho undefined (constant values)", "status": status}
-    return {**res, "values": [v], "result": "PASS" if OPS[pred.op](v, pred.value) else "FAIL", "status": status}

@@ -1,6 +1,8 @@
 """Corpora: the built-in synthetic world (``stories``, ``web``, ``synthetic``) and any Hugging
 Face dataset on disk (``hf:<path>``), stored as a ``datasets`` folder of fixed-length token rows
-with a tokenizer and a manifest (token count, sha256 of the token stream, generator config).
+with a tokenizer and a manifest (token count, sha256 of the token stream, generator config); and
+real-text corpora built by ``runner.data.textcorpus`` (``built:<name>``), stored as one flat token
+stream (``tokens.npy``, memory-mapped when read) cut into rows of the run's length on load.
 
 The synthetic corpora are *stationary*: every story is drawn from the same distribution, so the
 rule's evidence is present at the same rate from the first batch to the last. ``stories`` and
@@ -29,6 +31,7 @@ from runner.world.presets import PRESETS, SyntheticSpec
 from runner.world.rules import RULES, InductionRule, filler_sentence
 
 CHUNK = 10_000  # stories per independently seeded chunk
+TEXT_FORMAT = "ungrok-text-stream-v1"  # manifest "format" of a real-text corpus (runner.data.textcorpus)
 
 
 class CorpusError(ValueError):
@@ -135,6 +138,7 @@ class Corpus:
     path: Path
     rows: np.ndarray
     manifest: dict
+    stream: np.ndarray | None = None  # a real-text corpus's flat token stream (rows are views of it)
 
     @property
     def tokenizer(self):
@@ -144,7 +148,13 @@ class Corpus:
 
     @property
     def pad_id(self) -> int:
+        """The padding id (-1: none, every position is a real token; a loss may ignore it)."""
         return int(self.manifest["pad_id"])
+
+    @property
+    def fill_id(self) -> int:
+        """A real token id to fill unused positions of an input (never read by a loss or score)."""
+        return self.pad_id if self.pad_id >= 0 else int(self.manifest.get("eot_id", 0))
 
     @property
     def n_tokens(self) -> int:
@@ -162,9 +172,12 @@ def build_corpus(cfg: CorpusConfig, out_root: str | Path, progress=None) -> Path
     ``manifest.json``. A folder that exists with a different config is an error, never overwritten.
     """
     dest = Path(out_root) / cfg.dirname
+    if cfg.is_built:
+        return built_corpus_path(cfg, out_root)
+    config = cfg.model_dump(mode="json", exclude={"sha256"} if cfg.sha256 is None else None)
     if (dest / "manifest.json").exists():
         existing = json.loads((dest / "manifest.json").read_text())["config"]
-        if existing != cfg.model_dump(mode="json"):
+        if existing != config:
             raise CorpusError(f"{dest} holds a different corpus config; remove it or choose another --out")
         return dest
     if cfg.is_hf:
@@ -175,7 +188,26 @@ def build_corpus(cfg: CorpusConfig, out_root: str | Path, progress=None) -> Path
         spec = PRESETS.get(cfg.name)
         generator = {"kind": "synthetic", **asdict(spec),
                      "support": cfg.support if cfg.support is not None else spec.support, "chunk": CHUNK}
-    return write_corpus(dest, rows, tok, cfg.model_dump(mode="json"), generator)
+    return write_corpus(dest, rows, tok, config, generator)
+
+
+def built_corpus_path(cfg: CorpusConfig, out_root: str | Path) -> Path:
+    """The folder of the real-text corpus ``built:<name>`` under ``out_root``, checked: it exists
+    and, when ``cfg.sha256`` pins it, holds that token stream."""
+    dest = Path(out_root) / cfg.dirname
+    mf = dest / "manifest.json"
+    if not mf.exists():
+        raise CorpusError(f"corpus {cfg.name!r}: no built corpus at {dest}; build it with `ungrok corpus build "
+                          f"--source <hf:... or text:...> --name {cfg.label} --out {out_root}`")
+    manifest = json.loads(mf.read_text())
+    if manifest.get("format") != TEXT_FORMAT:
+        raise CorpusError(f"corpus {cfg.name!r}: {dest} is not a real-text corpus; rebuild it with "
+                          "`ungrok corpus build --source ...` or choose another name")
+    if cfg.sha256 is not None and manifest["sha256"] != cfg.sha256:
+        raise CorpusError(f"corpus {cfg.name!r}: {dest} holds token stream {manifest['sha256'][:12]}…, but the run "
+                          f"was configured on {cfg.sha256[:12]}… (rebuilt since?); restore that corpus, or start "
+                          "a new run on the corpus as it is now")
+    return dest
 
 
 def write_corpus(dest: Path, rows: np.ndarray, tok, config: dict, generator: dict, **extra) -> Path:
@@ -217,8 +249,11 @@ def write_corpus(dest: Path, rows: np.ndarray, tok, config: dict, generator: dic
     return dest
 
 
-def load_corpus(path: str | Path) -> Corpus:
-    """Open a built corpus folder; the token stream is checked against the manifest's sha256."""
+def load_corpus(path: str | Path, row_tokens: int | None = None) -> Corpus:
+    """Open a built corpus folder; the token stream is checked against the manifest's sha256.
+
+    ``row_tokens``: for a real-text corpus, the row length to cut its stream into (default: the
+    manifest's ``row_tokens``); the tail that does not fill a row is left out of ``rows``."""
     import datasets
     from datasets import Dataset, load_from_disk
 
@@ -228,6 +263,8 @@ def load_corpus(path: str | Path) -> Corpus:
     if not mf.exists():
         raise CorpusError(f"{path} is not a built corpus (no manifest.json); build it with `ungrok corpus build`")
     manifest = json.loads(mf.read_text())
+    if manifest.get("format") == TEXT_FORMAT:
+        return _load_text_corpus(path, manifest, row_tokens)
     ds = load_from_disk(str(path / "dataset"))
     if not isinstance(ds, Dataset):
         raise CorpusError(f"{path}/dataset holds splits, not the one token table a built corpus writes; rebuild it")
@@ -239,3 +276,17 @@ def load_corpus(path: str | Path) -> Corpus:
         raise CorpusError(f"{path}: token stream does not match the manifest's sha256; "
                           "the corpus is corrupt, rebuild it")
     return Corpus(path=path, rows=rows, manifest=manifest)
+
+
+def _load_text_corpus(path: Path, manifest: dict, row_tokens: int | None) -> Corpus:
+    """A real-text corpus: its stream memory-mapped (read-only; never copied whole), hashed block
+    by block against the manifest, and cut into rows of ``row_tokens``."""
+    from runner.data.shards import stream_digest
+
+    stream = np.load(path / "tokens.npy", mmap_mode="r")
+    if stream.ndim != 1 or stream.shape[0] != manifest["n_tokens"] or stream_digest(stream) != manifest["sha256"]:
+        raise CorpusError(f"{path}: token stream does not match the manifest (length or sha256); the corpus is "
+                          "corrupt, rebuild it")
+    length = int(row_tokens or manifest["row_tokens"])
+    n = stream.shape[0] // length
+    return Corpus(path=path, rows=stream[: n * length].reshape(n, length), manifest=manifest, stream=stream)

@@ -23,7 +23,7 @@ from runner.doses import DOSES, parse_dose
 
 
 class BudgetError(ValueError):
-    pass
+    """A budget the corpus cannot meet; the message names the fix (raised before training)."""
 
 
 @dataclass
@@ -41,7 +41,9 @@ class DataPlan:
             if rows.shape[0] < need:
                 raise BudgetError(
                     f"budget 'packed' needs {need:,} fresh rows (steps {steps} x batch {batch_size}) but the corpus "
-                    f"holds {rows.shape[0]:,}; build it with n_stories >= {need} or use a dn<R> budget"
+                    f"holds {rows.shape[0]:,} rows of {rows.shape[1]} tokens; use a dn<R> budget (--budget dn5), "
+                    f"fewer steps, or a larger corpus (n_stories >= {need:,}; for real text "
+                    f"{need * rows.shape[1]:,} tokens: more text or a higher --max-tokens)"
                 )
             return cls(rows.shape[0], rows.shape[0], batch_size, seed)
         ratio = float(budget[2:])
@@ -50,8 +52,9 @@ class DataPlan:
         k = int(np.searchsorted(cum, target) + 1)
         if k > rows.shape[0]:
             raise BudgetError(
-                f"budget {budget!r} needs {target:,.0f} unique tokens but the corpus holds {int(cum[-1]):,}; "
-                "build a larger corpus (n_stories)"
+                f"budget {budget!r} needs {target:,.0f} unique tokens ({ratio:g} x {n_params:,} parameters) but the "
+                f"corpus holds {int(cum[-1]):,}; use a smaller ratio or model, or build a larger corpus (n_stories; "
+                "for real text more text or a higher --max-tokens)"
             )
         return cls(rows.shape[0], k, batch_size, seed)
 
@@ -87,6 +90,7 @@ class Streams:
     dosed_rows: np.ndarray | None = None
     dosed_plan: DataPlan | None = None
     active: Callable[[int], bool] | None = None  # read the intervened stream at this step?
+    ignore_index: int = -100  # the padding id a loss skips (the corpus's pad_id; -1 or less: none)
 
     def __post_init__(self) -> None:
         if self.dosed_rows is not None and (self.dosed_plan is None or self.active is None):

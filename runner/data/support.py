@@ -44,13 +44,17 @@ import numpy as np
 
 from runner._io import write_json_atomic
 from runner.data.corpora import load_corpus
+from runner.data.rvp_support import count_rvp_rows
 from runner.world.rules import RULES, InductionRule, RuleFamily
+from runner.world.rvp import RuleVsPrior
 
 # Version of the counting definitions; bump it whenever a count can change for the same corpus,
 # family and k, so that no cached count of another definition is ever served.
 # 1: windows ran on the pad-free concatenation of rows (crossing documents);
 # 2: windows stay inside one document (row).
 SUPPORT_VERSION = 2
+# Version of the rule-versus-prior counter (runner.data.rvp_support); part of those families' keys.
+RVP_VERSION = 1
 
 
 @dataclass
@@ -262,12 +266,19 @@ def contested_counts(rows: np.ndarray, family: InductionRule, tokenizer) -> dict
     return out
 
 
-def count_support(rows, tokenizer, families: Iterable[str], *, pad_id: int | None = None,
-                  k: int = 16, block: int = 20_000, contested: bool = True, progress=None) -> dict:
+def count_support(rows, tokenizer, families: Iterable[str], *, pad_id: int | None = None, k: int = 16,
+                  block: int = 20_000, contested: bool = True, progress=None, multi_token_cues: bool = False) -> dict:
     """``{family: {class: {mode: {rule, prior, cues, ratio}}}}`` for the family's ``support_modes``,
     counted per document (``rows``: one document per row, see the module docstring);
-    ``contested=False`` skips the per-story contested pass, e.g. on non-template text."""
-    fams = [RULES.get(f) for f in families]
+    ``contested=False`` skips the per-story contested pass, e.g. on non-template text.
+    Rule-versus-prior families are counted by :func:`runner.data.rvp_support.count_rvp` (rows
+    further split at separator tokens; ratio None when a class has no event)."""
+    families = list(families)
+    rvp = [f for f in families if isinstance(RULES.get(f), RuleVsPrior)]
+    out = count_rvp_rows(rows, tokenizer, rvp, pad_id, k, block, multi_token_cues) if rvp else {}
+    fams = [RULES.get(f) for f in families if f not in rvp]
+    if not fams:
+        return {f: out[f] for f in families}
     ids = {f.name: class_ids(f, tokenizer) for f in fams}
     counts = {f.name: {c.cls: {"windowed": Counts(), "bigram": Counts()} for c in ids[f.name]} for f in fams}
     con = {f.name: {c: Counts() for c in f.cue_classes} for f in fams}
@@ -284,7 +295,6 @@ def count_support(rows, tokenizer, families: Iterable[str], *, pad_id: int | Non
                     con[f.name][cls] += cnt
         if progress is not None:
             progress(min(start + block, len(rows)))
-    out: dict = {}
     for f in fams:
         out[f.name] = {}
         for cls in f.cue_classes:
@@ -294,7 +304,7 @@ def count_support(rows, tokenizer, families: Iterable[str], *, pad_id: int | Non
             modes = {m: all_modes[m] for m in f.support_modes if m in all_modes}
             out[f.name][cls] = {m: {"rule": c.rule, "prior": c.prior, "cues": c.cues, "ratio": c.ratio}
                                 for m, c in modes.items()}
-    return out
+    return {f: out[f] for f in families}
 
 
 # ---- the cache of a built corpus ------------------------------------------------------------------
@@ -305,20 +315,25 @@ def _sha256(obj) -> str:
 def family_fingerprint(family: RuleFamily) -> str:
     """sha256 of everything the counter reads of a family: cue words per class, answers, modes and,
     for induction-keyed families, keys and template offsets."""
-    return _sha256({"name": family.name, "modes": list(family.support_modes),
-                    "classes": {cls: {"cues": list(family.counted_cues(cls)), "rule": family.rule_answer[cls],
-                                      "prior": family.prior_answer(cls)} for cls in family.cue_classes},
-                    "keys": list(getattr(family, "keys", ())), "offsets": dict(getattr(family, "offsets", {}))})
+    fields = {"name": family.name, "modes": list(family.support_modes),
+              "classes": {cls: {"cues": list(family.counted_cues(cls)), "rule": family.rule_answer[cls],
+                                "prior": family.prior_answer(cls)} for cls in family.cue_classes},
+              "keys": list(getattr(family, "keys", ())), "offsets": dict(getattr(family, "offsets", {}))}
+    if isinstance(family, RuleVsPrior):  # what else its counter reads (built-in keys stay as they were)
+        fields.update(kind=family.kind, onsets=family.onsets, rvp_version=RVP_VERSION,
+                      frames={c: [list(p) for p in v] for c, v in family.frames.items()})
+    return _sha256(fields)
 
 
-def support_key(corpus_dir, family: str, k: int = 16, contested: bool = True) -> dict:
+def support_key(corpus_dir, family: str, k: int = 16, contested: bool = True, multi_token_cues: bool = False) -> dict:
     """Every input that changes a family's cached counts on a built corpus."""
     cdir = Path(corpus_dir)
     manifest = json.loads((cdir / "manifest.json").read_text())
     tok = cdir / "tokenizer.json"
-    return {"version": SUPPORT_VERSION, "family": family, "k": int(k), "contested": bool(contested),
-            "family_sha256": family_fingerprint(RULES.get(family)), "corpus_sha256": manifest["sha256"],
-            "tokenizer_sha256": hashlib.sha256(tok.read_bytes()).hexdigest() if tok.exists() else None}
+    key = {"version": SUPPORT_VERSION, "family": family, "k": int(k), "contested": bool(contested),
+           "family_sha256": family_fingerprint(RULES.get(family)), "corpus_sha256": manifest["sha256"],
+           "tokenizer_sha256": hashlib.sha256(tok.read_bytes()).hexdigest() if tok.exists() else None}
+    return {**key, "multi_token_cues": True} if multi_token_cues else key
 
 
 def cache_path(corpus_dir, key: dict) -> Path:
@@ -326,13 +341,16 @@ def cache_path(corpus_dir, key: dict) -> Path:
     return Path(corpus_dir) / "support" / f"{key['family']}-k{key['k']}-{_sha256(key)[:12]}.json"
 
 
-def corpus_support(corpus_dir, families: Iterable[str], k: int = 16) -> dict:
+def corpus_support(corpus_dir, families: Iterable[str], k: int = 16, multi_token_cues: bool = False) -> dict:
     """``count_support`` of a built corpus folder, one family at a time from its cache file when
-    that file's stored key equals :func:`support_key` (else counted and cached)."""
+    that file's stored key equals :func:`support_key` (else counted and cached). Rule-versus-prior
+    families read a real-text corpus's whole stream (documents split at its end-of-text tokens);
+    ``multi_token_cues`` applies to them only."""
     cdir = Path(corpus_dir)
     families = list(dict.fromkeys(families))
     out: dict = {}
-    keys = {f: support_key(cdir, f, k) for f in families}
+    keys = {f: support_key(cdir, f, k, multi_token_cues=multi_token_cues and isinstance(RULES.get(f), RuleVsPrior))
+            for f in families}
     for f, key in keys.items():
         path = cache_path(cdir, key)
         if path.exists():
@@ -342,7 +360,11 @@ def corpus_support(corpus_dir, families: Iterable[str], k: int = 16) -> dict:
     missing = [f for f in families if f not in out]
     if missing:
         c = load_corpus(cdir)
-        fams = count_support(c.rows, c.tokenizer, missing, pad_id=c.pad_id, k=k)
+        rvp = [f for f in missing if isinstance(RULES.get(f), RuleVsPrior)]
+        stream = getattr(c, "stream", None)
+        fams = count_support(c.rows, c.tokenizer, [f for f in missing if f not in rvp], pad_id=c.pad_id, k=k)
+        fams.update(count_support(c.rows if stream is None else stream[None, :], c.tokenizer, rvp, pad_id=c.pad_id,
+                                  k=k, multi_token_cues=multi_token_cues) if rvp else {})
         for f in missing:
             write_json_atomic(cache_path(cdir, keys[f]), {"key": keys[f], "n_tokens": c.n_tokens, "counts": fams[f]})
             out[f] = fams[f]

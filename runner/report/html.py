@@ -42,8 +42,8 @@ _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}.PASS{background:#d9f2d9}.FAIL{background:#f7d4d4}.VOID{background:#eee}
-.recovered{color:#1a7f1a;font-weight:bold}.displaced{color:#b3261e;font-weight:bold}.unstable,.intermediate{color:#a66a00}
-.never{color:#666}.exploratory{color:#a66a00}.confirmatory{color:#1a7f1a}
+.RECOVERED{color:#1a7f1a;font-weight:bold}.DISPLACED{color:#b3261e;font-weight:bold}.UNSTABLE,.PARTIAL{color:#a66a00}
+.NEVER{color:#666}.exploratory{color:#a66a00}.confirmatory{color:#1a7f1a}
 img{max-width:100%;border:1px solid #ddd;margin:4px 0}
 code{background:#f5f5f5;padding:1px 4px}
 """
@@ -144,7 +144,7 @@ def _calibration_classifier(c: dict) -> str:
     src = (f"the locked prereg <code>{html.escape(pr['path'])}</code> (sha256 <code>{pr['sha256'][:16]}…</code>)"
            if pr else "no prereg: the paper's constants")
     k = c.get("classifier") or {}
-    return (f" Unstable and intermediate runs count as survived iff final &gt;= "
+    return (f" UNSTABLE and PARTIAL runs count as survived iff final &gt;= "
             f"{' or '.join(f'{x:.3g}' for x in lines)} (displaced {fmt(k.get('displaced'))}, recovered "
             f"{fmt(k.get('recovered'))}; {src}).")
 
@@ -188,17 +188,46 @@ def _prereg_sections(v: dict) -> list[str]:
              "<span class=confirmatory>confirmatory</span>.</p>"]
     if pr["amendments"]:
         rows = "".join(f"<tr><td>{a['n']}</td><td class=l>{a['utc']}</td>"
-                       f"<td class=l>{html.escape(str(a['changes']))}</td>"
+                       f"<td class=l>{html.escape(str(a['changes'] or ''))}</td><td class=l>{_added(a)}</td>"
                        f"<td class=l>{html.escape(a['reason'])}</td><td class=l><code>{a['hash'][:12]}</code></td></tr>"
                        for a in pr["amendments"])
-        parts.append("<h3>Amendments (apply to data produced after their date)</h3><table><tr><th>#</th>"
-                     "<th class=l>UTC</th><th class=l>changes</th><th class=l>reason</th><th class=l>hash</th></tr>"
-                     f"{rows}</table>")
+        parts.append("<h3>Amendments (changed constants apply to data produced after their date; added "
+                     "predictions are scored only on data first scored after it)</h3><table><tr><th>#</th>"
+                     "<th class=l>UTC</th><th class=l>changes</th><th class=l>predictions added</th>"
+                     f"<th class=l>reason</th><th class=l>hash</th></tr>{rows}</table>")
+    parts += _unseal_sections(pr.get("unseals", []))
     return parts
 
 
+def _added(a: dict) -> str:
+    return html.escape(", ".join(p["id"] for kind in a.get("add", {}).values() for p in kind))
+
+
+def _unseal_sections(unseals: list[dict]) -> list[str]:
+    """Every unseal of quarantined seeds so far (the prereg's unseal chain): who, when, why."""
+    if not unseals:
+        return []
+    rows = "".join(f"<tr><td>{u['n']}</td><td class=l>{u['utc']}</td><td class=l>{html.escape(str(u['user']))}</td>"
+                   f"<td class=l>{html.escape(u['command'])}</td><td>{html.escape(str(u['seeds']))}</td>"
+                   f"<td class=l>{html.escape(u['reason'])}</td><td class=l><code>{u['hash'][:12]}</code></td></tr>"
+                   for u in unseals)
+    return ["<h3>Quarantine unsealed (hash-chained log beside the prereg)</h3><table><tr><th>#</th>"
+            "<th class=l>UTC</th><th class=l>who</th><th class=l>command</th><th>seeds</th><th class=l>why</th>"
+            f"<th class=l>hash</th></tr>{rows}</table>"]
+
+
 def _why_or_values(p: dict) -> str:
-    return p.get("why", "") or ", ".join(fmt(x) for x in p.get("values", []))
+    if p.get("why"):
+        return p["why"]
+    out = ", ".join(fmt(x) for x in p.get("values", []))
+    if p.get("instrument_invalid"):
+        out += f" (margin instrument invalid, left out: seeds {p['instrument_invalid']['seeds']})"
+    return out
+
+
+def _registered(p: dict) -> str:
+    reg = p.get("registered", {})
+    return "lock" if reg.get("by", "lock") == "lock" else f"{reg['by']}, {reg['utc'][:10]}"
 
 
 def _scoreboard_sections(v: dict) -> list[str]:
@@ -208,14 +237,31 @@ def _scoreboard_sections(v: dict) -> list[str]:
         if v[key]:
             rows = "".join(
                 f"<tr class={p['result']}><td class=l>{html.escape(p['id'])}</td>"
-                f"<td class=l>{html.escape(p['text'])}</td>"
+                f"<td class=l>{html.escape(_registered(p))}</td><td class=l>{html.escape(p['text'])}</td>"
                 f"<td class=l>{html.escape(p['family'])} {html.escape(str(p['select']))}: {html.escape(p['rule'])}</td>"
                 f"<td>{p['result']}</td><td class='l {p['status']}'>{p['status']}</td>"
                 f"<td class=l>{html.escape(_why_or_values(p))}</td></tr>"
                 for p in v[key])
-            parts.append(f"<h2>{title}</h2><table><tr><th class=l>id</th><th class=l>claim</th><th class=l>rule</th>"
+            parts.append(f"<h2>{title}</h2><table><tr><th class=l>id</th><th class=l>registered</th>"
+                         f"<th class=l>claim</th><th class=l>rule</th>"
                          f"<th>result</th><th class=l>status</th><th class=l>values / why VOID</th></tr>{rows}</table>")
+    parts += _intervention_gate_sections(v.get("intervention_gate", []))
     return parts
+
+
+def _intervention_gate_sections(cells: list[dict]) -> list[str]:
+    """The intervention-validity gate per dosed cell (only when the prereg names control families)."""
+    if not cells:
+        return []
+    rows = "".join(
+        f"<tr class={'PASS' if c['valid'] else 'VOID'}><td class=l>"
+        f"{html.escape('/'.join(str(x) for x in c['cell'].values() if x))}</td>"
+        f"<td class=l>{'valid' if c['valid'] else 'INTERVENTION-INVALID'}</td><td class=l>"
+        + html.escape(", ".join(f"{f} {x['held']}/{x['of']}" for f, x in c["families"].items()))
+        + f"</td><td class=l>{html.escape(', '.join(c['failing']))}</td></tr>" for c in cells)
+    return ["<h3>Intervention gate (control families RECOVERED and control-valid per dosed cell)</h3><table><tr>"
+            "<th class=l>cell</th><th class=l>status</th><th class=l>seeds holding</th><th class=l>failing</th></tr>"
+            f"{rows}</table>"]
 
 
 def _phase_table(v: dict) -> str:
@@ -245,12 +291,15 @@ def _support_law_sections(v: dict, out: Path) -> list[str]:
     law_rows = ""
     for f, a in v["across"].items():
         for mode, law in a["support_law"].items():
-            law_rows += (f"<tr><td class=l>{f}</td><td class=l>{mode}</td><td>{fmt(law['spearman_rho'])}</td>"
+            classes = ", ".join(law.get("classes") or [])
+            law_rows += (f"<tr><td class=l>{f}</td><td class=l>{mode}{f' ({classes})' if classes else ''}</td>"
+                         f"<td>{fmt(law['spearman_rho'])}</td>"
                          f"<td>{law['n']}</td><td>{'yes' if law['separates'] else 'no'}</td>"
                          f"<td>{fmt(law['threshold'])}</td></tr>")
     if not law_rows:
         return []
-    parts = ["<h2>Support-frequency law</h2><table><tr><th class=l>family</th><th class=l>ratio</th>"
+    parts = ["<h2>Support-frequency law</h2><p>Support ratio of the cue class(es) the conflict probes test."
+             "</p><table><tr><th class=l>family</th><th class=l>ratio (classes)</th>"
              "<th>Spearman ρ (ratio, final)</th><th>runs</th><th>ratio alone separates survivors</th>"
              f"<th>threshold</th></tr>{law_rows}</table>"]
     sp = plot_support(v, out / "support_vs_final.png", Classifier(**v["classifier"]))
@@ -264,7 +313,7 @@ def _trajectory_sections(v: dict, dirs: dict[str, Path], out: Path, extra_sectio
     parts = ["<h2>Trajectories</h2>"]
     for r in v["runs"]:
         if r["sealed"]:
-            parts.append(f"<p>{r['run']}: sealed (quarantined seed {r['seed']}; pass --unseal)</p>")
+            parts.append(f"<p>{r['run']}: sealed (quarantined seed {r['seed']}; pass --unseal REASON)</p>")
             continue
         png = plot_run(dirs[r["run"]], out / f"{r['run']}.png", figures=r["families"],
                        classifier=Classifier(**r["classifier"]))
@@ -274,7 +323,7 @@ def _trajectory_sections(v: dict, dirs: dict[str, Path], out: Path, extra_sectio
     return parts
 
 
-def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = False,
+def write_report(path: str | Path, locked: Locked | None = None, unseal: str | None = None,
                  out_dir: str | Path | None = None, extra_sections: Sequence[RunSection] = ()) -> Path:
     """Compute the verdict and write ``<out_dir>/index.html`` (default ``<path>/report``); ``path``
     may be a list of paths reported together.
@@ -283,7 +332,7 @@ def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = 
     run's trajectories (e.g. ``mech.plots.report_section``, the run's localization); embed images
     with :func:`embed_png`."""
     locked = locked or unregistered()
-    v = verdict(path, locked, unseal)
+    v = verdict(path, locked, unseal, command="report")
     paths = list(path) if isinstance(path, (list, tuple)) else [path]
     out = Path(out_dir) if out_dir else Path(paths[0]) / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -292,7 +341,10 @@ def write_report(path: str | Path, locked: Locked | None = None, unseal: bool = 
                                                     for p in paths) + "</p>"]
     parts += _prereg_sections(v)
     if v["unsealed"]:
-        parts.append("<p><b>Quarantined seeds were unsealed for this report (logged).</b></p>")
+        u = v["unsealed"]
+        parts.append(f"<p><b>Quarantined seeds {html.escape(str(u['seeds']))} were unsealed for this report</b> by "
+                     f"{html.escape(str(u['user']))} at {u['utc']}: {html.escape(u['reason'])} (unseal record "
+                     f"{u['n']}).</p>")
     parts += _scoreboard_sections(v)
     parts.append(_phase_table(v))
     parts += _support_law_sections(v, out)

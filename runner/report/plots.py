@@ -8,8 +8,8 @@ from pathlib import Path
 from runner._io import atomic_path
 from runner.analysis.audit import Calibration, survival_line
 from runner.analysis.dose_response import treatment
-from runner.store import open_run_store
-from runner.trajectory import Classifier, write_summary
+from runner.store import RunDir, open_run_store
+from runner.trajectory import DISPLACED, NEVER, RECOVERED, Classifier, write_summary
 
 TOP, BOTTOM = 1.02, -0.02  # the accuracy axes' limits
 
@@ -38,7 +38,7 @@ class Bands:
 
     @property
     def survival_line(self) -> float:
-        """Where an UNSTABLE / INTERMEDIATE final counts as survived (``audit.survived``)."""
+        """Where an UNSTABLE / PARTIAL final counts as survived (``audit.survived``)."""
         return survival_line(Classifier(recovered=self.recovered, displaced=self.displaced))
 
     @property
@@ -120,7 +120,7 @@ def plot_run(run_dir: str | Path, path: str | Path | None = None, figures: dict 
         axm.legend(fontsize=6.5, loc="lower left")
     fig.suptitle(store.attrs.get("run_id", run_dir.name), fontsize=9)
     fig.tight_layout()
-    path = Path(path) if path else run_dir / "trajectory.png"
+    path = Path(path) if path else RunDir(run_dir).trajectory_png
     save(fig, path, dpi=100)
     return path
 
@@ -136,7 +136,7 @@ def plot_support(v: dict, path: Path, classifier: Classifier | None = None) -> P
     fams = [f for f, a in v["across"].items() if any(r["support_ratio"] for r in a["runs"])]
     if not fams:
         return None
-    colors = {"recovered": "tab:green", "displaced": "tab:red", "never": "tab:gray"}
+    colors = {RECOVERED: "tab:green", DISPLACED: "tab:red", NEVER: "tab:gray"}
     fig, axes = plt.subplots(1, len(fams), figsize=(5.5 * len(fams), 4), squeeze=False)
     for ax, fam in zip(axes[0], fams):
         a = v["across"][fam]
@@ -226,7 +226,7 @@ def plot_calibration(cal: Calibration, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fit, audited = cal.fit, cal.audited
-    colors = {"recovered": "tab:green", "displaced": "tab:red"}
+    colors = {RECOVERED: "tab:green", DISPLACED: "tab:red"}
     fig, ax = plt.subplots(figsize=(5.6, 3.6))
     for p in cal.points:
         ax.scatter(p["ratio"], p["final"], color=colors.get(p["label"], "tab:orange"), s=28, zorder=3)
@@ -242,9 +242,9 @@ def plot_calibration(cal: Calibration, path: Path) -> Path:
     ax.set_xlabel(f"support ratio ({cal.mode}, pooled over cue classes)")
     ax.set_ylabel("conflict final (heldout)")
     lines = cal.survival_lines or [survival_line(cal.classifier)]
-    for line in lines:  # where survived() splits unstable / intermediate
+    for line in lines:  # where survived() splits UNSTABLE / PARTIAL
         ax.axhline(line, color="tab:orange", lw=0.6, ls=":")
-    ax.set_title(f"{cal.family}: calibration (green recovered, red displaced, orange unstable or intermediate:\n"
+    ax.set_title(f"{cal.family}: calibration (green recovered, red displaced, orange UNSTABLE or PARTIAL:\n"
                  f"survived iff final >= {' or '.join(f'{x:.3g}' for x in lines)}, dotted line; "
                  "the audited corpus drawn at y = 0.5)", fontsize=7)
     ax.legend(fontsize=7)

@@ -27,11 +27,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-import numpy as np
-
 from runner.config import RunConfig
 from runner.model import save_weights
-from runner.scoring import aggregate, continuation_logprobs, encode_battery
+from runner.scoring import append_scores, battery_info, encode_battery, init_scores, score_attrs
 from runner.store import RunDir, RunStore
 from runner.trajectory import write_summary
 from runner.world.batteries import ProbeItem
@@ -148,13 +146,12 @@ class ScoreProbes(TrainCallback):
     def on_start(self, ctx: TrainContext) -> None:
         cfg = ctx.cfg
         self.enc = encode_battery(ctx.items, ctx.tokenizer, ctx.bos_id, cfg.model.n_ctx, pad_id=ctx.pad_id)
-        names = sorted(aggregate(ctx.items, np.zeros(len(ctx.items)) + 1, np.zeros(len(ctx.items))))
-        ctx.writer().init_layout(ctx.items, names, {"run_id": cfg.run_id, "config": cfg.model_dump(mode="json")})
+        attrs = {"run_id": cfg.run_id, "config": cfg.model_dump(mode="json"),
+                 **score_attrs(self.enc, battery_info(cfg.probes.battery))}
+        init_scores(ctx.writer(), self.enc, attrs)
 
     def on_checkpoint(self, ctx: TrainContext, step: int, loss: float) -> None:
-        lpc, lpd = continuation_logprobs(ctx.model, self.enc)
-        ctx.metrics = aggregate(ctx.items, lpc, lpd)
-        ctx.writer().append(step, loss, ctx.lr, ctx.items, lpc, lpd, ctx.metrics)
+        ctx.metrics = append_scores(ctx.writer(), ctx.model, self.enc, step, loss, ctx.lr)
 
 
 class SaveWeights(TrainCallback):

@@ -19,7 +19,6 @@ writes.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from pathlib import Path
@@ -30,14 +29,14 @@ import torch.nn.functional as F
 
 from runner._io import write_json_atomic
 from runner.config import RunConfig
-from runner.data.corpora import Corpus, load_corpus
+from runner.data.corpora import Corpus, load_corpus, world_tokenizer
 from runner.data.streams import DataPlan, Streams, build_streams
-from runner.model import build_model, n_params
-from runner.scoring import battery_for
+from runner.model import build_model, model_vocab, n_params
+from runner.scoring import battery_for, check_unknown, encode_battery, training_bos
 from runner.store import RunDir, RunStore, group_complete
 from runner.train.callbacks import Callbacks, TrainCallback, TrainContext, default_callbacks
 from runner.train.dist import device, ensure_process_group
-from runner.world import vocab as V
+from runner.train.optim import Schedule, build_optimizer
 
 
 def prepare_run(cfg: RunConfig, out: str | Path) -> Path:
@@ -46,9 +45,13 @@ def prepare_run(cfg: RunConfig, out: str | Path) -> Path:
     Bad input (unknown corpus, impossible budget, malformed battery) raises here, before any
     file of the run is written. Returns the run directory.
     """
-    battery_for(cfg)  # raises on a malformed battery before anything is written
+    items = battery_for(cfg)  # raises on a malformed battery before anything is written
+    if cfg.corpus.is_world:  # the built-in world's tokenizer is known before its corpus is built
+        tok = world_tokenizer()
+        check_unknown(encode_battery(items, tok, None, cfg.model.n_ctx), cfg.probes.max_unknown, "probes.battery")
     run = RunDir(Path(out) / cfg.run_id)
-    if run.config.exists() and json.loads(run.config.read_text()) != cfg.model_dump(mode="json"):
+    # validated first: a field added since the folder was made reads as its default (ids unchanged)
+    if run.config.exists() and RunConfig.model_validate_json(run.config.read_text()) != cfg:
         raise ValueError(f"{run.path} holds a different config; its id should have differed (corrupt folder?)")
     return run.path
 
@@ -67,6 +70,9 @@ def train_run(cfg: RunConfig, out: str | Path, *, callbacks: Sequence[TrainCallb
     out = Path(out)
     run = RunDir(prepare_run(cfg, out))
     corpus, dosed = _load_corpora(cfg, Path(corpora_dir) if corpora_dir else out / "corpora")
+    tok = corpus.tokenizer
+    bos_id, items = training_bos(tok, corpus.rows, corpus.manifest), battery_for(cfg)
+    check_unknown(encode_battery(items, tok, bos_id, cfg.model.n_ctx), cfg.probes.max_unknown, "probes.battery")
     model = build_model(cfg.model, corpus.tokenizer.get_vocab_size(), cfg.train.seed)
     streams = _streams(cfg, corpus, dosed, n_params(model))
     rank, world = _process_group(cfg)
@@ -77,12 +83,12 @@ def train_run(cfg: RunConfig, out: str | Path, *, callbacks: Sequence[TrainCallb
         log(f"{cfg.run_id}: already complete, skipping")
         return run.path
     engine, scheduler = _engine(cfg, model, world)
-    tok = corpus.tokenizer
-    ctx = TrainContext(cfg=cfg, run=run, engine=engine, scheduler=scheduler, device=device(), items=battery_for(cfg),
-                       tokenizer=tok, pad_id=corpus.pad_id, bos_id=tok.token_to_id(V.BOS), rank=rank, world=world,
+    ctx = TrainContext(cfg=cfg, run=run, engine=engine, scheduler=scheduler, device=device(), items=items,
+                       tokenizer=tok, pad_id=corpus.fill_id, bos_id=bos_id, rank=rank, world=world,
                        store=RunStore(store_path, group) if rank == 0 else None, log=log)
-    ctx.start = _resume(ctx)
-    checkpoints = set(cfg.schedule.steps(cfg.train.steps)) - ({ctx.start} if ctx.start else set())
+    resumed = _resume(ctx)  # None for a fresh run; a resumed step (0 included) is already scored and saved
+    ctx.start = resumed or 0
+    checkpoints = set(cfg.schedule.steps(cfg.train.steps)) - ({ctx.start} if resumed is not None else set())
     hooks = Callbacks([*default_callbacks(rank, progress), *callbacks])
     loss_sum, loss_n = 0.0, 0
     try:
@@ -109,7 +115,8 @@ def train_run(cfg: RunConfig, out: str | Path, *, callbacks: Sequence[TrainCallb
 def _load_corpora(cfg: RunConfig, corpora_dir: Path) -> tuple[Corpus, Corpus | None]:
     """Build (or reuse) the run's corpus and, for a dosed run, its intervened stream."""
     base_path, dosed_path = build_streams(cfg, corpora_dir)
-    return load_corpus(base_path), (load_corpus(dosed_path) if dosed_path else None)
+    rows = cfg.corpus.story_tokens if cfg.corpus.is_built else None  # a real-text stream, cut to the run's rows
+    return load_corpus(base_path, rows), (load_corpus(dosed_path, rows) if dosed_path else None)
 
 
 def _streams(cfg: RunConfig, corpus: Corpus, dosed: Corpus | None, n_params: int) -> Streams:
@@ -119,9 +126,9 @@ def _streams(cfg: RunConfig, corpus: Corpus, dosed: Corpus | None, n_params: int
     t = cfg.train
     plan = DataPlan.for_budget(t.budget, corpus.rows, corpus.pad_id, t.steps, t.batch_size, t.seed, n_params)
     if not dosed:
-        return Streams(corpus.rows, plan)
+        return Streams(corpus.rows, plan, ignore_index=corpus.pad_id)
     dosed_plan = DataPlan.for_budget(t.budget, dosed.rows, dosed.pad_id, t.steps, t.batch_size, t.seed, n_params)
-    return Streams(corpus.rows, plan, dosed.rows, dosed_plan, cfg.intervention.active)
+    return Streams(corpus.rows, plan, dosed.rows, dosed_plan, cfg.intervention.active, ignore_index=corpus.pad_id)
 
 
 def _process_group(cfg: RunConfig) -> tuple[int, int]:
@@ -143,25 +150,29 @@ def _write_run_files(cfg: RunConfig, run: RunDir, corpus: Corpus, dosed: Corpus 
         "corpus_path": str(corpus.path), "corpus_sha256": corpus.manifest["sha256"],
         **({"intervened_corpus_path": str(dosed.path), "intervened_corpus_sha256": dosed.manifest["sha256"],
             "intervention_window": [cfg.intervention.start_step, cfg.intervention.end_step]} if dosed else {}),
-        "unique_rows": plan.unique_rows, "tokens_per_step": cfg.train.batch_size * corpus.manifest["row_tokens"],
-        "world_size": world, "store": run.store_record(store_root),
+        "unique_rows": plan.unique_rows, "tokens_per_step": cfg.train.batch_size * int(corpus.rows.shape[1]),
+        "world_size": world, "store": run.store_record(store_root), "precision": precision(cfg),
+        "model_d_vocab": model_vocab(cfg.model, corpus.tokenizer.get_vocab_size()),
     })
     shutil.copy(corpus.path / "tokenizer.json", run.tokenizer)
 
 
-def _lr_lambda(warmup: int):
-    return lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
+def precision(cfg: RunConfig) -> str:
+    """``fp32`` or ``bf16``: what ``train.precision`` means on this machine (``auto``: bf16 on CUDA)."""
+    p = cfg.train.precision
+    return ("bf16" if torch.cuda.is_available() else "fp32") if p == "auto" else p
 
 
 def _engine(cfg: RunConfig, model, world: int):
-    """The DeepSpeed engine (AdamW, linear warm-up) on this process's device, and its scheduler."""
+    """The DeepSpeed engine on this process's device (optimizer and schedule from
+    ``runner.train.optim``; bf16 through DeepSpeed's torch autocast, weights in fp32), and its
+    scheduler."""
     import deepspeed
 
     model.to(device())
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
-                            weight_decay=cfg.optim.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.optim.warmup_steps))
-    ds_config = {
+    opt = build_optimizer(cfg.optim, model)
+    sched = Schedule(opt, cfg.optim, cfg.train.steps)
+    ds_config: dict = {
         "train_batch_size": cfg.train.batch_size,
         "train_micro_batch_size_per_gpu": cfg.train.batch_size // world,
         "gradient_accumulation_steps": 1,
@@ -169,18 +180,35 @@ def _engine(cfg: RunConfig, model, world: int):
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-    # LambdaLR is an LRScheduler; DeepSpeed's annotation names the old _LRScheduler
+    if precision(cfg) == "bf16":
+        ds_config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+    # Schedule is an LRScheduler; DeepSpeed's annotation names the old _LRScheduler
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched,  # pyright: ignore
                                            config=ds_config)
     return engine, sched
 
 
-def _resume(ctx: TrainContext) -> int:
+def _resume_tag(ckpt: Path) -> str | None:
+    """The tag to resume from: ``latest``'s, or when ``latest`` is empty or names no folder (a kill
+    or a full disk while DeepSpeed wrote it, after the tag itself was saved) the newest tag."""
+    latest = ckpt / "latest"
+    tag = latest.read_text().strip() if latest.exists() else ""
+    if tag and (ckpt / tag).is_dir():
+        return tag
+    tags = sorted(p.name for p in ckpt.glob("step*") if p.is_dir()) if latest.exists() else []
+    return tags[-1] if tags else None
+
+
+def _resume(ctx: TrainContext) -> int | None:
     """Load the newest DeepSpeed checkpoint, if any, and drop the store's rows after it; returns
-    the step to start from (0 for a fresh run)."""
-    if not (ctx.run.checkpoints / "latest").exists():
-        return 0
-    _, client = ctx.engine.load_checkpoint(str(ctx.run.checkpoints))
+    the step to start from, None for a fresh run."""
+    tag = _resume_tag(ctx.run.checkpoints)
+    if tag is None:
+        return None
+    path, client = ctx.engine.load_checkpoint(str(ctx.run.checkpoints), tag=tag)
+    if path is None or not client or "step" not in client:
+        raise RuntimeError(f"{ctx.run.checkpoints / tag}: resume state unreadable (damaged); remove "
+                           f"{ctx.run.checkpoints} to restart the run from step 0")
     start = int(client["step"])
     if ctx.store is not None:
         ctx.store.truncate(start)
@@ -195,9 +223,9 @@ def _train_step(ctx: TrainContext, streams: Streams, step: int) -> float:
     """One optimizer update on this rank's slice of step ``step``'s batch; returns its loss."""
     micro = ctx.cfg.train.batch_size // ctx.world
     x = torch.from_numpy(streams.batch(step, ctx.rank * micro, (ctx.rank + 1) * micro)).long().to(ctx.device)
-    logits = ctx.engine(x)
+    logits = ctx.engine(x).float()  # bf16 under autocast: the loss in fp32 (a no-op in fp32)
     loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
-                           ignore_index=ctx.pad_id)
+                           ignore_index=streams.ignore_index)
     ctx.engine.backward(loss)
     ctx.engine.step()
     return float(loss.detach())

@@ -1,2 +1,9 @@
 """What a rule, a probe and a synthetic story are: vocabulary, rule families, probe batteries,
-corpus presets. Depends only on the leaves (``runner.registry``)."""
+corpus presets. Depends only on the leaves (``runner.registry``).
+
+Importing any part of it registers every rule family: the built-in world's two
+(``runner.world.rules``) and the rule-versus-prior families of the paper's battery
+(``runner.world.rvp``), so the registry never depends on which module happened to be imported.
+"""
+
+from runner.world import rvp as _rvp  # noqa: F401  (registers the rule-versus-prior families)

@@ -134,3 +134,44 @@ def test_hub_source_is_the_same_code_with_a_cache_offline(suite, tmp_path, offli
     with pytest.raises(PublicError, match="neox-s @ step999"):
         Source("hub").resolve("neox-s", "step999")
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_public_checkpoints_are_scored_without_a_start_token_by_default(suite, tmp_path, offline):
+    """The paper's convention (issue 15): no BOS unless asked; the setting is recorded, a revision
+    scored with the other setting is scored again, and a model's revisions must agree."""
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer, GPTNeoXForCausalLM
+
+    from mech.public import PublicError, assemble_run, score_revision
+    from runner.store import RunDir
+    from runner.world.batteries import read_battery
+
+    battery, mirror, _ = suite
+    src, out = f"local:{mirror}", str(tmp_path)
+    meta = score_revision("neox-s", "step100", src, str(battery), out)
+    assert meta["bos"] is False and meta["bos_id"] is None
+    folder = mirror / "neox-s" / "step100"
+    tok, model = AutoTokenizer.from_pretrained(folder), GPTNeoXForCausalLM.from_pretrained(folder).eval()
+    items = read_battery(battery)[::200]
+    with np.load(tmp_path / "neox-s" / "revisions" / "step100.npz") as z:
+        without = z["lp_correct"].copy()
+    for i, it in zip(range(0, 3156, 200), items):  # the HF model itself on prefix + answer, nothing before
+        pre, cont = (tok(t, add_special_tokens=False).input_ids for t in (it.prefix, it.correct))
+        with torch.no_grad():
+            lsm = model(torch.tensor([pre + cont])).logits.log_softmax(-1)[0]
+        want = sum(float(lsm[len(pre) + j - 1, c]) for j, c in enumerate(cont))
+        assert without[i] == pytest.approx(want, abs=1e-4)
+    meta = score_revision("neox-s", "step100", src, str(battery), out, bos=True)  # scored again, with it
+    assert meta["bos"] is True and meta["bos_id"] == tok.bos_token_id
+    with np.load(tmp_path / "neox-s" / "revisions" / "step100.npz") as z:
+        assert np.abs(z["lp_correct"] - without).max() > 1e-3
+    score_revision("neox-s", "step0", src, str(battery), out)  # without: the two disagree
+    with pytest.raises(PublicError, match="scored with and without a start token"):
+        assemble_run(tmp_path, "neox-s", str(battery))
+    score_revision("neox-s", "step0", src, str(battery), out, bos=True)
+    run = assemble_run(tmp_path, "neox-s", str(battery))
+    assert json.loads((run / "run.json").read_text())["bos"] is True
+    assert json.loads((run / "config.json").read_text())["bos"] is True
+    st = RunDir(run).open_store()
+    assert st.attrs["bos"] is True and "lnd_conflict_heldout" in st.metrics("det_an_choice")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from cluster.cli import main as cli_main
-from runner.analysis.prereg import load_locked, lock
-from runner.analysis.verdicts import verdict
+from runner.analysis.prereg import PreregError, load_locked, lock
+from runner.analysis.verdicts import find_runs, run_seeds, verdict
 from runner.train import train_run
 from tests.helpers import tiny_run_config
 
@@ -32,23 +32,31 @@ def runs(tmp_path_factory):
     return root / "runs", prereg
 
 
+def _open(path):
+    """The runs of the seeds the prereg does not quarantine (7 and 8)."""
+    return [path / name for name, seed in run_seeds(find_runs(path)).items() if seed != 9]
+
+
 def test_exploratory_confirmatory_and_quarantine(runs):
     path, prereg = runs
-    v = verdict(path, load_locked(prereg))
+    with pytest.raises(PreregError, match=r"quarantined seed\(s\) \[9\]"):
+        verdict(path, load_locked(prereg))
+    v = verdict(_open(path), load_locked(prereg))
     by_seed = {r["seed"]: r for r in v["runs"]}
-    assert by_seed[7]["status"] == "exploratory" and by_seed[8]["status"] == "confirmatory"
-    assert by_seed[9]["sealed"] and by_seed[9]["families"] == {}
+    assert by_seed[7]["status"] == "exploratory" and by_seed[8]["status"] == "confirmatory" and 9 not in by_seed
     fig = by_seed[8]["families"]["pronoun_gender"]
     assert len(fig["final_ci"]) == 2 and fig["final_ci"][0] <= fig["final"] <= fig["final_ci"][1]
     assert fig["n_boot"] == 2000
     assert {p["result"] for p in v["predictions"]} <= {"PASS", "FAIL", "VOID"}
     # CIs are reproducible (seeded by run id)
-    again = verdict(path, load_locked(prereg))
+    again = verdict(_open(path), load_locked(prereg))
     assert again["runs"][1]["families"] == v["runs"][1]["families"]
     # unsealing reads the quarantined seed and is logged
-    u = verdict(path, load_locked(prereg), unseal=True)
-    assert not {r["seed"]: r for r in u["runs"]}[9]["sealed"]
-    assert Path(str(prereg) + ".unseal.jsonl").read_text().count("\n") == 1
+    log = Path(str(prereg) + ".unseal.jsonl")
+    n = log.read_text().count("\n") if log.exists() else 0
+    u = verdict(path, load_locked(prereg), unseal="final read")
+    assert not {r["seed"]: r for r in u["runs"]}[9]["sealed"] and u["unsealed"]["reason"] == "final read"
+    assert log.read_text().count("\n") == n + 1
 
 
 def test_every_evaluator_refuses_an_edited_prereg(runs, tmp_path, capsys):
@@ -66,7 +74,7 @@ def test_every_evaluator_refuses_an_edited_prereg(runs, tmp_path, capsys):
 
 def test_verdict_cli_writes_json(runs, capsys):
     path, prereg = runs
-    assert cli_main(["verdict", str(path), "--prereg", str(prereg)]) == 0
+    assert cli_main(["verdict", str(path), "--prereg", str(prereg), "--unseal", "test"]) == 0
     v = json.loads((path / "verdict.json").read_text())
     assert v["prereg"]["sha256"] and len(v["runs"]) == 3
     assert "scoreboard" in capsys.readouterr().out
@@ -78,7 +86,7 @@ def test_amendment_visible_in_report(runs, tmp_path):
     p2.write_text(prereg.read_text())
     shutil.copy(str(prereg) + ".lock.json", str(p2) + ".lock.json")
     assert cli_main(["prereg", "amend", str(p2), "--set", "classifier.displaced=0.55", "--reason", "tighter band"]) == 0
-    assert cli_main(["report", str(path), "--prereg", str(p2), "--out", str(tmp_path / "rep")]) == 0
+    assert cli_main(["report", str(path), "--prereg", str(p2), "--unseal", "test", "--out", str(tmp_path / "rep")]) == 0
     page = (tmp_path / "rep" / "index.html").read_text()
     assert "tighter band" in page and "Amendments" in page
 
@@ -92,7 +100,8 @@ def _chromium():
 
 def test_report_renders_images_in_headless_chromium(runs, tmp_path):
     path, prereg = runs
-    assert cli_main(["report", str(path), "--prereg", str(prereg), "--out", str(tmp_path / "rep")]) == 0
+    assert cli_main(["report", str(path), "--prereg", str(prereg), "--unseal", "test",
+                     "--out", str(tmp_path / "rep")]) == 0
     page = tmp_path / "rep" / "index.html"
     html = page.read_text()
     n_img = html.count("<img")

@@ -100,21 +100,21 @@ def _pts(pairs):
 
 
 def test_fit_separated_logistic_and_calls():
-    sep = fit_critical_ratio(_pts([(0.1, "displaced"), (0.4, "displaced"), (1.0, "recovered"), (4.0, "recovered"),
-                                   (2.0, "never")]))
+    sep = fit_critical_ratio(_pts([(0.1, "DISPLACED"), (0.4, "DISPLACED"), (1.0, "RECOVERED"), (4.0, "RECOVERED"),
+                                   (2.0, "NEVER")]))
     assert sep["method"] == "separated" and sep["ci"] == pytest.approx([0.4, 1.0])
     assert sep["f_star"] == pytest.approx(np.sqrt(0.4))
     assert sep["left_out"] == ["r4"]
-    unstable = _pts([(0.1, "displaced"), (0.4, "unstable"), (1.0, "recovered")])
+    unstable = _pts([(0.1, "DISPLACED"), (0.4, "UNSTABLE"), (1.0, "RECOVERED")])
     unstable[1]["final"] = 0.75  # counts as survived (>= 0.7)
     assert fit_critical_ratio(unstable)["ci"] == pytest.approx([0.1, 0.4])
     assert risk([0.1, 0.12], sep) == "at risk" and risk([3.9, 4.1], sep) == "safe"
     assert risk([0.3, 0.5], sep) == "undetermined"
-    mixed = fit_critical_ratio(_pts([(0.1, "displaced"), (0.3, "displaced"), (0.5, "recovered"), (0.6, "displaced"),
-                                     (0.9, "recovered"), (2.0, "recovered"), (3.0, "recovered")]))
+    mixed = fit_critical_ratio(_pts([(0.1, "DISPLACED"), (0.3, "DISPLACED"), (0.5, "RECOVERED"), (0.6, "DISPLACED"),
+                                     (0.9, "RECOVERED"), (2.0, "RECOVERED"), (3.0, "RECOVERED")]))
     assert mixed["method"] == "logistic" and 0.3 < mixed["f_star"] < 0.9
     assert mixed["ci"][0] < mixed["f_star"] < mixed["ci"][1]
-    none = fit_critical_ratio(_pts([(0.1, "displaced")]))
+    none = fit_critical_ratio(_pts([(0.1, "DISPLACED")]))
     assert none["f_star"] is None and risk([0.1, 0.2], none) == "undetermined"
     assert json.dumps(sep)
 
@@ -129,7 +129,7 @@ recovered = 0.7
 
 @pytest.fixture
 def calibration_sweep(tmp_path):
-    """Three runs on corpora of rising support: displaced (final 0.25), intermediate (0.625),
+    """Three runs on corpora of rising support: DISPLACED (final 0.25), PARTIAL (0.625),
     recovered (1.0). 0.625 survives under displaced/recovered 0.5/0.7 (midpoint 0.6), not under
     the defaults 0.6/0.8 (midpoint 0.7)."""
     from runner.config import CorpusConfig
@@ -157,7 +157,7 @@ def test_calibrate_takes_the_classifier_from_the_prereg(calibration_sweep):
     sweep, prereg, _ = calibration_sweep
     default = calibrate([sweep], "pronoun_gender", "contested")
     registered = calibrate([sweep], "pronoun_gender", "contested", load_locked(prereg))
-    assert [p["label"] for p in default.points] == ["displaced", "intermediate", "recovered"]
+    assert [p["label"] for p in default.points] == ["DISPLACED", "PARTIAL", "RECOVERED"]
     assert [p["survived"] for p in default.points] == [False, False, True]
     assert [p["survived"] for p in registered.points] == [False, True, True]
     assert registered.classifier.recovered == 0.7 and default.classifier == Classifier()

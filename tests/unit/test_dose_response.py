@@ -16,11 +16,11 @@ def _run(corpus, dose, seed, final, cm, label):
 
 
 RUNS = [
-    _run("stories", "none", 1, 0.99, 2.5, "recovered"), _run("stories", "none", 2, 0.97, 2.7, "recovered"),
-    _run("stories", "kill:0.5", 1, 0.85, 1.0, "recovered"), _run("stories", "kill:0.5", 2, 0.7, 0.5, "intermediate"),
-    _run("stories", "kill:1.0", 1, 0.1, -1.5, "displaced"), _run("stories", "kill:1.0", 2, 0.2, -1.0, "displaced"),
-    _run("web", "none", 1, 0.05, -1.2, "displaced"),
-    _run("web", "rescue:1", 1, 0.1, -1.0, "displaced"), _run("web", "rescue:100", 1, 0.3, -0.2, "displaced"),
+    _run("stories", "none", 1, 0.99, 2.5, "RECOVERED"), _run("stories", "none", 2, 0.97, 2.7, "RECOVERED"),
+    _run("stories", "kill:0.5", 1, 0.85, 1.0, "RECOVERED"), _run("stories", "kill:0.5", 2, 0.7, 0.5, "PARTIAL"),
+    _run("stories", "kill:1.0", 1, 0.1, -1.5, "DISPLACED"), _run("stories", "kill:1.0", 2, 0.2, -1.0, "DISPLACED"),
+    _run("web", "none", 1, 0.05, -1.2, "DISPLACED"),
+    _run("web", "rescue:1", 1, 0.1, -1.0, "DISPLACED"), _run("web", "rescue:100", 1, 0.3, -0.2, "DISPLACED"),
 ]
 
 
@@ -58,7 +58,7 @@ def test_a_windowed_dose_is_its_own_treatment():
     from runner.analysis.prereg import Prediction
     from runner.analysis.verdicts import score_prediction
 
-    late = {**_run("web", "rescue:1", 1, 0.55, -0.2, "displaced"), "run": "late", "window": "4000-end"}
+    late = {**_run("web", "rescue:1", 1, 0.55, -0.2, "DISPLACED"), "run": "late", "window": "4000-end"}
     runs = RUNS + [late]
     dr = dose_response(runs, lambda r, fam: {})
     rescue = [g for g in dr["groups"] if g["intervention"] == "rescue"]

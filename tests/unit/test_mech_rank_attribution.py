@@ -27,7 +27,8 @@ def test_split_and_ranking_find_the_component_that_grows():
     steps = list(range(0, 1000, 50))
     s = np.array(steps)
     cm = np.where(s < 600, 0.8, -0.5)
-    sp = choose_split(steps, cm, {"peak_step": 200, "cm_cross": 600})
+    # the paper's cm_cross: the last step with smoothed CM >= 0 (550: mean(.8, .8, -.5) > 0)
+    sp = choose_split(steps, cm, {"peak_step": 200, "cm_cross": 550})
     assert sp["step"] == 600 and sp["reason"] == "cm_cross"
     assert min(sp["post"]) == 600 and max(sp["pre"]) == 550 and min(sp["pre"]) == 200
     rng = np.random.default_rng(0)

@@ -10,10 +10,10 @@ from runner.analysis.prereg import (
     load_locked,
     lock,
     lock_path,
-    log_unseal,
     parse,
     verify,
 )
+from runner.analysis.quarantine import log_unseal
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "prereg.toml"
 
@@ -84,6 +84,7 @@ def test_amendment_chain_and_forward_only(prereg):
 
 @pytest.mark.parametrize("changes,msg", [({"predictions.P1": 1}, "only classifier"),
                                          ({"classifier.nope": 1}, "only classifier"),
+                                         ({}, "changes a constant .* or adds predictions"),
                                          ({"classifier.displaced": "x"}, "must be a number")])
 def test_bad_amendments(prereg, changes, msg):
     lock(prereg)
@@ -100,9 +101,10 @@ def test_exploratory_vs_confirmatory(prereg):
 
 
 def test_unseal_is_logged(prereg):
-    log_unseal(prereg, ["run-a"])
+    lock(prereg)
+    log_unseal(load_locked(prereg), "verdict", {"run-a": 1042}, "final read")
     rec = json.loads(Path(str(prereg) + ".unseal.jsonl").read_text().splitlines()[0])
-    assert rec["runs"] == ["run-a"] and rec["utc"]
+    assert rec["what"] == ["run-a"] and rec["seeds"] == [1042] and rec["utc"] and rec["reason"] == "final read"
 
 
 def test_malformed_prereg_names_field(tmp_path):
