@@ -31,8 +31,8 @@ from cluster.cli_base import (
 )
 from cluster.cli_corpus import corpus_config as _corpus_config
 from cluster.cli_corpus import rows_fill_context, run_corpus
-from cluster.cli_plan import preset_config
-from cluster.cli_rescore import BATTERY_OPTION, scores_of
+from cluster.cli_plan import ARM_OPTION, PRESET_OPTION, preset_config
+from cluster.cli_rescore import BATTERY_OPTION, MAX_UNKNOWN_OPTION, scores_of
 from cluster.cli_support import FAMILIES_HELP
 
 
@@ -133,6 +133,21 @@ def support(
         raise UserError(silent_message(rep["silent"]))
 
 
+def _train_config(config: Optional[Path], preset: Optional[str], arm: Optional[str], corpus, train: dict,
+                  probes: dict, dose: str):
+    """The run ``ungrok train`` was asked for: a RunConfig JSON as is, else the flags' sections
+    (over a preset's, if any; ``corpus()`` gives the CorpusConfig), with rows as long as the
+    context on a built corpus."""
+    from runner.config import RunConfig
+
+    if config is None:
+        return rows_fill_context(preset_config(preset, arm, corpus(), train=train, probes=probes, dose=dose))
+    try:
+        return RunConfig.model_validate_json(config.read_text())
+    except ValidationError as e:
+        raise UserError(_validation_message(e)) from None
+
+
 @app.command()
 def train(
     corpus: str = typer.Option("web", help="stories | web | synthetic | hf:<dataset folder> | the --name of a "
@@ -145,15 +160,14 @@ def train(
     n_stories: Optional[int] = typer.Option(None, help="corpus rows (default 160,000)"),
     support: Optional[float] = typer.Option(None, help="override the corpus support (0..1]"),
     zero_stage: int = typer.Option(0, help="DeepSpeed ZeRO stage 0, 1 or 2"),
-    battery: Optional[Path] = typer.Option(None, help="probe battery JSONL (default: generated)"),
+    battery: Optional[Path] = typer.Option(None, help="probe battery JSONL, every family scored (default: generated)"),
+    max_unknown: Optional[float] = MAX_UNKNOWN_OPTION,
     dose: str = typer.Option("none", help="none | kill:<rate> | rescue:<dose> (intervenes on every probed family)"),
     watch: Optional[str] = typer.Option(
         None, help="rule families the live monitor watches (warns before CM crosses zero)"),
     config: Optional[Path] = typer.Option(None, help="a RunConfig JSON; flags given explicitly are ignored"),
-    preset: Optional[str] = typer.Option(None, help="start from a run preset: paper (the paper's model and "
-                                                    "schedule; docs/paper-setting.md)"),
-    arm: Optional[str] = typer.Option(None, help="with --preset: the preset's per-corpus settings to use "
-                                                 "(paper: tinystories | web; default: by corpus name)"),
+    preset: Optional[str] = PRESET_OPTION,
+    arm: Optional[str] = ARM_OPTION,
     progress: bool = typer.Option(True, help="show a progress bar"),
     prereg: Optional[Path] = PREREG_OPTION,
     unseal: Optional[str] = UNSEAL_OPTION,
@@ -161,24 +175,19 @@ def train(
     """Train one run through DeepSpeed, scoring probes at every checkpoint; resumes if interrupted.
     A seed quarantined by the prereg is refused unless unsealed."""
     from interventions import InterventionError
-    from runner.config import RunConfig
+    from runner._io import hold_folder
     from runner.data.corpora import CorpusError
     from runner.data.streams import BudgetError
+    from runner.scoring import UnknownTokensError
     from runner.train import prepare_run, train_run
     from runner.train.monitor import monitor_callback
 
-    if config is not None:
-        try:
-            cfg = RunConfig.model_validate_json(config.read_text())
-        except ValidationError as e:
-            raise UserError(_validation_message(e)) from None
-    else:
-        cfg_c = run_corpus(corpus, out / "corpora", corpus_seed, n_stories, support)
-        tr = {"budget": budget, "seed": seed, "zero_stage": zero_stage}
-        if steps is not None:
-            tr["steps"] = steps
-        probes = {"battery": str(battery)} if battery else {}
-        cfg = rows_fill_context(preset_config(preset, arm, cfg_c, train=tr, probes=probes, dose=dose))
+    cfg = _train_config(config, preset, arm,
+                        lambda: run_corpus(corpus, out / "corpora", corpus_seed, n_stories, support),
+                        {"budget": budget, "seed": seed, "zero_stage": zero_stage,
+                         **({"steps": steps} if steps is not None else {})},
+                        {**({"battery": str(battery)} if battery else {}),
+                         **({"max_unknown": max_unknown} if max_unknown is not None else {})}, dose)
     check_quarantine(prereg, {cfg.run_id: cfg.train.seed}, unseal, "train")
     try:
         prepare_run(cfg, out)
@@ -187,8 +196,9 @@ def train(
     try:
         watched = tuple(f.strip() for f in watch.split(",")) if watch else ()
         callbacks = [monitor_callback(watched, log=plain_log)] if watched else []
-        run_dir = train_run(cfg, out, callbacks=callbacks, progress=progress, log=plain_log)
-    except (CorpusError, InterventionError, BudgetError) as e:  # incl. the disjointness gate (before training)
+        with hold_folder(out / cfg.run_id, "run folder"):  # a second `train` of this run refuses (exit 3)
+            run_dir = train_run(cfg, out, callbacks=callbacks, progress=progress, log=plain_log)
+    except (CorpusError, InterventionError, BudgetError, UnknownTokensError) as e:  # all before training starts
         raise UserError(str(e)) from None
     console.print(f"run [bold]{run_dir}[/]  (ungrok show {run_dir})")
 

@@ -177,8 +177,10 @@ def report(
     battery: Optional[str] = BATTERY_OPTION,
 ) -> None:
     """Write the HTML report page (images embedded) and its PNGs; a localized run (ungrok mech
-    localize) shows its components under its trajectories. --battery NAME: on the scores of a
-    rescored battery."""
+    localize) shows its components under its trajectories, runs with mechanism measures (ungrok
+    mech appendix) are also shown side by side. --battery NAME: on the scores of a rescored battery."""
+    from mech.appendix_report import compare_section
+    from mech.appendix_report import report_section as appendix_section
     from mech.plots import report_section
     from runner.report.html import write_report
 
@@ -189,7 +191,8 @@ def report(
         out = paths[0] / f"report-{battery}"
     try:
         with scores_of(battery):
-            page = write_report(paths, locked, unseal, out, extra_sections=[report_section])
+            page = write_report(paths, locked, unseal, out, extra_sections=[report_section, appendix_section],
+                                sweep_sections=[compare_section])
     except ValueError as e:
         raise UserError(str(e)) from None
     console.print(f"report: {page}")

@@ -86,21 +86,41 @@ def check_quarantine(prereg: Optional[Path], seeds: dict, unseal: Optional[str],
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``ungrok`` console script."""
-    try:
-        app(args=argv if argv is not None else sys.argv[1:], standalone_mode=False)
-    except UserError as e:
-        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {e}", highlight=False)
-        return 2
-    except typer.Exit as e:
-        return e.exit_code
-    except (typer.Abort, KeyboardInterrupt):
-        return 130
-    except Exception as e:  # click usage errors
-        import click
+    """Entry point of the ``ungrok`` console script; returns the exit code (``cluster.cli_errors``:
+    0 done, 1 failed, 2 usage or bad input, 3 folder in use, 130 interrupted). Every error is one
+    line on stderr; ``--debug`` (anywhere) or ``UNGROK_DEBUG=1`` shows the traceback instead."""
+    import os
 
-        if isinstance(e, click.ClickException):
-            e.show()
-            return e.exit_code
-        raise
-    return 0
+    from rich.markup import escape
+
+    from cluster import cli_errors as codes
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("UNGROK_DEBUG", "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
+    err = Console(stderr=True, soft_wrap=True)
+    try:
+        rv = app(args=args, standalone_mode=False)
+    except UserError as e:
+        err.print(f"[red]error:[/] {escape(codes.one_line(e))}", highlight=False)
+        return codes.USAGE
+    except typer.Exit as e:
+        rv = e.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        rv = codes.INTERRUPTED
+    except typer.TyperException as e:  # usage errors: typer ships its own click, whose exceptions these are
+        show = getattr(e, "show", None)
+        if show is not None:
+            show()
+        else:
+            err.print(f"[red]error:[/] {escape(codes.one_line(e))}", highlight=False)
+        return int(getattr(e, "exit_code", codes.USAGE)) or codes.USAGE
+    except Exception as e:
+        if debug:
+            raise
+        code, line = codes.describe(e)
+        err.print(f"[red]error:[/] {escape(line)}", highlight=False)
+        return code
+    if rv == codes.INTERRUPTED:  # typer turns Ctrl-C into exit code 130, silently
+        err.print("[red]interrupted[/] (rerun the same command to resume)", highlight=False)
+    return rv if isinstance(rv, int) else codes.OK

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from cluster.cli_base import UserError, app, console, mech_app
+from cluster.cli_base import PREREG_OPTION, UNSEAL_OPTION, UserError, app, check_quarantine, console, mech_app
 
 
 @mech_app.command("capture")
@@ -123,12 +123,19 @@ def public(
     num_cpus: Optional[int] = typer.Option(None, help="CPUs for the local Ray (default: all)"),
     cpus_per_task: float = typer.Option(1, help="CPUs per (model, revision) task"),
     progress: bool = typer.Option(True, help="progress bar"),
+    prereg: Optional[Path] = PREREG_OPTION,
+    unseal: Optional[str] = UNSEAL_OPTION,
 ) -> None:
-    """Score public checkpoint series (Pythia or any GPT-NeoX-style suite) with the probes, on Ray."""
+    """Score public checkpoint series (Pythia or any GPT-NeoX-style suite, or ungrok runs) with the
+    probes, on Ray. Runs (run:) of a seed quarantined by the prereg are refused unless unsealed."""
     from cluster.public import run_public
     from mech.public import PublicError
+    from runner.analysis.verdicts import run_seeds
     from runner.world.batteries import BatteryError
 
+    if source.startswith("run:"):  # ungrok runs are seeded: their quarantine applies
+        check_quarantine(prereg, run_seeds([Path(source[4:]) / m.strip() for m in models.split(",")]), unseal,
+                         "public")
     fams = [f.strip() for f in families.split(",")] if families else None
     try:
         res = run_public([m.strip() for m in models.split(",")], revisions, source, battery, out,
@@ -137,7 +144,8 @@ def public(
     except (PublicError, BatteryError) as e:
         raise UserError(str(e)) from None
     console.print(f"scored {res['scored']}, skipped {res['skipped']} (already scored), failed {len(res['failed'])}; "
-                  f"{res['wall_seconds']} s; start token {'prepended' if bos else 'none'}. "
+                  f"{res['wall_seconds']} s; start token {'prepended' if bos else 'none'}"
+                  f"{' (ungrok runs: as trained)' if source.startswith('run:') else ''}. "
                   f"Runs: {', '.join(res['runs'])}")
     console.print(f"next: ungrok report {out}")
     if res["failed"]:

@@ -12,6 +12,11 @@ import typer
 from cluster.cli_base import UserError, app, console
 
 DEFAULT_MEASURED = Path("bench/throughput.json")  # what bench/paper_throughput.py writes by default
+# ``ungrok train``'s --preset and --arm (module-level singletons, as cli_base's PREREG_OPTION)
+PRESET_OPTION = typer.Option(None, help="start from a run preset: paper (the paper's model and schedule; "
+                                        "docs/paper-setting.md); flags given win over it")
+ARM_OPTION = typer.Option(None, help="with --preset: the preset's per-corpus settings (paper: tinystories | web; "
+                                     "default: by the corpus's name)")
 
 
 def preset_config(preset: Optional[str], arm: Optional[str], corpus, **sections):
@@ -34,7 +39,7 @@ def preset_config(preset: Optional[str], arm: Optional[str], corpus, **sections)
     data["corpus"] = {**base.get("corpus", {}), **corpus.model_dump(exclude_unset=True)}
     data.update({k: v for k, v in base.items() if k not in data})
     try:
-        return RunConfig(**data)
+        return RunConfig.model_validate(data)
     except ValidationError as e:
         raise UserError(_validation_message(e)) from None
 

@@ -61,6 +61,10 @@ def rescore(
         raise typer.Exit(1)
 
 
+MAX_UNKNOWN_OPTION = typer.Option(
+    None, min=0.0, max=1.0, help="refuse a battery where more than this fraction of items hold words outside the "
+                                 "corpus tokenizer's vocabulary (default 0.5; 1: score it anyway)")
+
 BATTERY_OPTION = typer.Option(
     None, "--battery", metavar="NAME",
     help="read the scores of this battery: a name given to ungrok rescore (rescore/<NAME>), or the name of the "

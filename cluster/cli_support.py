@@ -59,7 +59,8 @@ def print_cues(cues: dict) -> None:
             n = len(r["counted"]) + len(r["not_counted"])
             missing = f" (not: {', '.join(r['not_counted'])})" if r["not_counted"] else ""
             parts.append(f"{cls} {len(r['counted'])}/{n}{missing}")
-        console.print(f"{fam} cue words counted: " + "; ".join(parts), highlight=False)
+        console.print(f"{fam} cue words the windowed count can see: " + "; ".join(parts),
+                      highlight=False)
 
 
 def silent_message(pairs: list[tuple[str, str]]) -> str:
@@ -70,8 +71,8 @@ def silent_message(pairs: list[tuple[str, str]]) -> str:
         hints.append("the built-in world's families find events only in its template stories; on real text count "
                      "the paper's families (--families paper / --rules paper)")
     if any(is_rvp(f) and m == "windowed" for f, m in pairs):
-        hints.append("a windowed count needs its cue words in the text (see 'cue words counted'; "
-                     "--multi-token-cues also matches cue words of several tokens)")
+        hints.append("a windowed count needs its cue words in the text (ungrok support lists the cue words it "
+                     "can see; --multi-token-cues also matches cue words of several tokens)")
     return f"no events at all for {names}: their support ratio is undefined (None), not 1" + (
         "; " + "; ".join(hints) if hints else "")
 

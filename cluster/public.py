@@ -44,9 +44,9 @@ def run_public(models: list[str], revisions: str, source: str, battery: str | Pa
     t0 = time.time()
     failed: list[str] = []
     try:
-        task = ray.remote(score_revision).options(num_cpus=cpus_per_task, max_retries=2)
-        refs = {task.remote(m, r, source, str(Path(battery).resolve()), str(out.resolve()), batch_size, bos,
-                            max_unknown): (m, r) for m, r in todo}
+        task = ray.remote(_score_task).options(num_cpus=cpus_per_task, max_retries=2)
+        kw = {"battery": str(Path(battery).resolve()), "batch_size": batch_size, "bos": bos, "max_unknown": max_unknown}
+        refs = {task.remote(m, r, source, str(out.resolve()), kw): (m, r) for m, r in todo}
         bar = _bar(len(refs)) if progress and refs else None
         pending = list(refs)
         while pending:
@@ -71,6 +71,11 @@ def run_public(models: list[str], revisions: str, source: str, battery: str | Pa
     total = sum(len(r) for r in revs_of.values())
     return {"out": str(out), "scored": len(todo) - len(failed), "skipped": total - len(todo), "bos": bos,
             "failed": failed, "runs": runs, "wall_seconds": round(time.time() - t0, 2)}
+
+
+def _score_task(model: str, revision: str, source: str, out_dir: str, kw: dict) -> dict:
+    """The Ray task: score one (model, revision); ``kw``: battery, batch size, start token, unknown limit."""
+    return score_revision(model, revision, source, out_dir=out_dir, **kw)
 
 
 def _check(models: list[str], revisions: str, source: str, battery: str | Path,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shlex
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -31,9 +32,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard:
     ``address`` (a default start can pick another interface and hang), ``UNGROK_NODE_IP`` if set.
     Dashboard and servers bind 127.0.0.1. Ray's token authentication stays as Ray defaults it (on).
     """
+    node_ip = node_ip or os.environ.get("UNGROK_NODE_IP")
+    if address is None and (node_ip is None or _is_loopback(node_ip)):
+        _loopback_only()
     import ray
 
-    node_ip = node_ip or os.environ.get("UNGROK_NODE_IP")
     if address is None:
         # address="local": always a new in-process Ray, never a `ray start` cluster found on the machine
         return ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
@@ -42,8 +45,71 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard:
     if node_ip is None and _is_loopback(address):
         node_ip = "127.0.0.1"
     kw = {"_node_ip_address": node_ip} if node_ip else {}
+    check_reachable(address, "cluster")  # Ray itself retries a dead address for minutes
     _present_token()
-    return ray.init(address=address, log_to_driver=False, **kw)
+    try:
+        return ray.init(address=address, log_to_driver=False, **kw)
+    except ConnectionError as e:
+        raise ClusterUnreachable(f"no Ray cluster at --address {address} ({one_line(e)[:200]}); start one "
+                                 "(ray start --head) or leave --address out for a local Ray") from None
+
+
+def _resolve_auto() -> str:
+    """The cluster ``--address auto`` means (RAY_ADDRESS, else the one this machine last started,
+    which may be long dead), as Ray resolves it; ClusterUnreachable when there is none."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:  # another Ray version: leave it to ray.init
+        return "auto"
+    try:
+        return canonicalize_bootstrap_address("auto") or "auto"
+    except (ConnectionError, ValueError) as e:
+        raise ClusterUnreachable(f"--address auto: {one_line(e)[:200]}") from None
+
+
+class ClusterUnreachable(RuntimeError):
+    """No Ray cluster (or Jobs API) answers at the address given; nothing was started."""
+
+
+def one_line(e: object) -> str:
+    return " ".join(str(e).split())
+
+
+def check_reachable(address: str, what: str = "cluster", timeout: float = 5.0) -> None:
+    """Refuse, within ``timeout`` seconds, an address (``host:port``, ``ray://``, ``http://``) where
+    nothing accepts a connection; ``auto`` is left to Ray (it fails fast when no cluster runs)."""
+    import socket
+
+    if address == "auto":
+        address = _resolve_auto()
+    u = urlparse(address if "://" in address else f"ray://{address}")
+    port = u.port or {"http": 80, "https": 443}.get(u.scheme)
+    if not u.hostname or not port:
+        return
+    try:
+        socket.create_connection((u.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        raise ClusterUnreachable(f"no Ray {what} answers at {address} ({why}); check the address, start the "
+                                 "cluster (ray start --head), or leave --address out for a local Ray") from None
+
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _loopback_only() -> None:
+    """Keep a local Ray on 127.0.0.1: unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is set (to
+    "0", or to "1" by a user who wants Ray's cluster mode), set it to "0" for the processes Ray
+    starts (gcs, raylet, agents, workers bind loopback only; without it they listen on every
+    interface) and, if Ray is imported already, in its loaded constants."""
+    import sys
+
+    if os.environ.get(LOOPBACK_ENV, "0") != "0":
+        return
+    os.environ[LOOPBACK_ENV] = "0"
+    consts = sys.modules.get("ray._private.ray_constants")
+    if consts is not None:
+        consts.ENABLE_RAY_CLUSTER = False
 
 
 def _present_token() -> None:
@@ -83,6 +149,17 @@ def check_resources(spec: GridSpec) -> None:
     raise GridError(f"resources {need}: no single node has all of them at once; lower the request")
 
 
+def _submit_job(client, entry: str, wd: Path) -> str:
+    for attempt in range(60):  # a freshly started head may not have its job agent up yet
+        try:
+            return client.submit_job(entrypoint=entry, runtime_env={"working_dir": str(wd)})
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or attempt == 59:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
 def submit(spec_file: str | Path, address: str, out: str | Path, follow: bool = True, log=print,
            timeout: float | None = None) -> tuple[str, str]:
     """Submit ``ungrok sweep`` as a Ray job (Jobs API); returns (job id, final status or 'SUBMITTED').
@@ -96,21 +173,23 @@ def submit(spec_file: str | Path, address: str, out: str | Path, follow: bool = 
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     load_grid(spec_file)  # refuse a bad spec before anything is submitted
+    check_reachable(address, "Jobs API")
     _present_token()
-    client = JobSubmissionClient(address)
-    wd = Path(tempfile.mkdtemp(prefix="ungrok-job-"))
-    shutil.copy(spec_file, wd / "grid.toml")
-    entry = f"ungrok sweep grid.toml --address auto --out {Path(out).resolve()} --no-progress"
+    try:
+        client = JobSubmissionClient(address)
+    except ConnectionError as e:
+        raise ClusterUnreachable(f"no Ray Jobs API at --address {address} ({one_line(e)[:200]}); pass the "
+                                 "head's dashboard address, e.g. http://HEAD:8265") from None
+    # the path is quoted: the entrypoint runs in a shell on the cluster
+    entry = f"ungrok sweep grid.toml --address auto --out {shlex.quote(str(Path(out).resolve()))} --no-progress"
     if _is_loopback(address):
         entry += " --node-ip-address 127.0.0.1"
-    for attempt in range(60):  # a freshly started head may not have its job agent up yet
-        try:
-            job_id = client.submit_job(entrypoint=entry, runtime_env={"working_dir": str(wd)})
-            break
-        except RuntimeError as e:
-            if "No available agent" not in str(e) or attempt == 59:
-                raise
-            time.sleep(1.0)
+    wd = Path(tempfile.mkdtemp(prefix="ungrok-job-"))
+    try:  # submit_job uploads the working_dir: the local copy goes right after
+        shutil.copy(spec_file, wd / "grid.toml")
+        job_id = _submit_job(client, entry, wd)
+    finally:
+        shutil.rmtree(wd, ignore_errors=True)
     log(f"submitted job {job_id}: {entry}")
     if not follow:
         return job_id, "SUBMITTED"

@@ -30,7 +30,14 @@ import traceback
 from functools import partial
 from pathlib import Path
 
-from cluster.ray_setup import _is_loopback, _present_token, check_resources, init_ray, submit  # noqa: F401
+from cluster.ray_setup import (  # noqa: F401
+    _is_loopback,
+    _present_token,
+    check_reachable,
+    check_resources,
+    init_ray,
+    submit,
+)
 from cluster.sweep_callbacks import CallbackList, ManifestWriter, SweepCallback  # noqa: F401
 from cluster.sweep_plan import (  # noqa: F401
     Sweep,
@@ -43,7 +50,7 @@ from cluster.sweep_plan import (  # noqa: F401
     stream_key,
 )
 from cluster.sweep_ui import LiveTable, status_table, sweep_status  # noqa: F401
-from runner._io import utcnow
+from runner._io import hold_folder, utcnow
 
 # _train_cell's time stamp (its body is edited elsewhere; it names _now): utcnow to the second
 _now = partial(utcnow, "seconds")
@@ -67,8 +74,9 @@ def _train_cell(cfg_json: str, sweep_dir: str) -> dict:
         f.write(json.dumps(attempt) + "\n")
     t0 = time.time()
     torch.set_num_threads(cfg.train.threads)
-    train_run(cfg, sweep / "runs", progress=False, corpora_dir=sweep / "corpora",
-              store_root=sweep / "store.zarr", log=lambda *a: None)
+    with hold_folder(run_dir, "run folder"):  # rank 0 under Ray Train; a retry after a kill finds it free
+        train_run(cfg, sweep / "runs", progress=False, corpora_dir=sweep / "corpora",
+                  store_root=sweep / "store.zarr", log=lambda *a: None)
     return {**attempt, "run_id": cfg.run_id, "seconds": time.time() - t0}
 
 
@@ -226,8 +234,14 @@ def run_sweep(spec_file: str | Path, sweep_dir: str | Path, *, address: str | No
     writer, the live table (``progress``) and ``callbacks``. ``result.failed`` names the cells
     whose task raised (tracebacks in the manifest).
     """
+    import ray
+
     plan = plan_sweep(spec_file, sweep_dir, list(reuse or []))
-    sw = prepare_sweep(spec_file, sweep_dir)
-    copy_reused(plan, log)
-    cbs = [ManifestWriter(sw), *([LiveTable(sw.dir)] if progress else []), *callbacks]
-    return run_cells(plan, cbs, address=address, num_cpus=num_cpus, dashboard=dashboard, node_ip=node_ip, log=log)
+    if address is not None and not ray.is_initialized():
+        check_reachable(address)  # a dead address fails here, before the folder is made
+    with hold_folder(sweep_dir, "sweep folder"):
+        sw = prepare_sweep(spec_file, sweep_dir)
+        copy_reused(plan, log)
+        cbs = [ManifestWriter(sw), *([LiveTable(sw.dir)] if progress else []), *callbacks]
+        return run_cells(plan, cbs, address=address, num_cpus=num_cpus, dashboard=dashboard, node_ip=node_ip,
+                         log=log)

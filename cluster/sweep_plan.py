@@ -103,6 +103,21 @@ def _reusable(cell: Cell, sources: list[Path]) -> str | None:
     return None
 
 
+def _check_probes(cells) -> None:
+    """Every cell's battery, checked once per (probes, corpus, context) before any cell starts."""
+    from runner.train.loop import check_probes
+
+    seen = set()
+    for c in cells:
+        key = (c.config.probes, c.config.corpus.is_world, c.config.model.n_ctx)
+        if key not in seen:
+            seen.add(key)
+            try:
+                check_probes(c.config)
+            except ValueError as e:
+                raise GridError(f"[probes]: {e}") from None
+
+
 def plan_sweep(spec_file: str | Path, sweep_dir: str | Path, reuse: list[Path] | tuple = ()) -> SweepPlan:
     """Plan a run of the sweep without writing anything or starting Ray.
 
@@ -118,6 +133,7 @@ def plan_sweep(spec_file: str | Path, sweep_dir: str | Path, reuse: list[Path] |
     reused = {c.run_id: src for c in cells if c.run_id not in done
               for src in [_reusable(c, list(reuse))] if src}
     to_run = tuple(c for c in cells if c.run_id not in done and c.run_id not in reused)
+    _check_probes(to_run)
     firsts: dict[str, Cell] = {}
     for c in to_run:
         firsts.setdefault(stream_key(c.config), c)

@@ -5,6 +5,9 @@
 - :func:`mech.localize.localize_run` — direct logit attribution, activation patching, attention to
   the cue and the competitor's evidence, the embedding-level scalar, a ranked table of components
   whose competitor contribution grows as CM crosses zero, heatmaps, and an ablation check.
+- :func:`mech.appendix.appendix_run` — the paper's mechanism measures (appendix I) read from the
+  capture: logit-gap decomposition, carrier head, cue decodability, peak<->final patching,
+  direction specificity, the bootstrap of the drop; :mod:`mech.appendix_report` shows runs side by side.
 - :func:`mech.plots.report_assets` — HTML/PNG paths for a report.
 - :func:`mech.names.hook_name` — the one hook-name helper (also the zarr array paths).
 - :mod:`mech.public` — public checkpoint series (Pythia...) scored like trained runs.
@@ -14,7 +17,7 @@
 
 from __future__ import annotations
 
-__all__ = ["capture_run", "open_capture", "localize_run", "report_assets", "hook_name"]
+__all__ = ["capture_run", "open_capture", "localize_run", "appendix_run", "report_assets", "hook_name"]
 
 
 def __getattr__(name: str):  # lazy: importing mech does not import torch
@@ -26,6 +29,10 @@ def __getattr__(name: str):  # lazy: importing mech does not import torch
         from .localize import localize_run
 
         return localize_run
+    if name == "appendix_run":
+        from .appendix import appendix_run
+
+        return appendix_run
     if name == "report_assets":
         from .plots import report_assets
 

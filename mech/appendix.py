@@ -88,8 +88,10 @@ def _carrier(dec: dict, steps: list[int], pf: dict, models: dict, battery, rows:
     probes = rows.probes.subset(conflict)
     for name in ("peak", "final"):
         step = pf[name]
-        head, share = head_share(np.asarray(dec["heads"][steps.index(step)]))
+        heads = np.asarray(dec["heads"][steps.index(step)])
+        head, share = head_share(heads)
         out[name] = {"step": step, "top_head": f"L{head[0]}H{head[1]}", "share": share,
+                     "attribution": float(heads[head]), "layer_attn": float(dec["attn"][steps.index(step)][head[0]]),
                      "ablation": carrier_ablation(models[name], battery, head),
                      "ov_alignment": ov_alignment(models[name], probes, head, labels[conflict])}
     out["share_series"] = [head_share(np.asarray(h))[1] for h in dec["heads"]]

@@ -123,9 +123,10 @@ def _fmt(v) -> str:
     return html.escape(str(v))
 
 
-ROWS = [("CM peak / final step", ("peak", "final")), ("gap at peak: total / direct / contextual",
-        ("total_peak", "direct_peak", "contextual_peak")), ("gap at final: total / direct / contextual",
-        ("total_final", "direct_final", "contextual_final")), ("top head, share at peak", ("top_head_peak", "share_peak")),
+ROWS = [("CM peak / final step", ("peak", "final")),
+        ("gap at peak: total / direct / contextual", ("total_peak", "direct_peak", "contextual_peak")),
+        ("gap at final: total / direct / contextual", ("total_final", "direct_final", "contextual_final")),
+        ("top head, share at peak", ("top_head_peak", "share_peak")),
         ("top head, share at final", ("top_head_final", "share_final")),
         ("zero-ablating it deletes (peak / final)", ("ablation_deleted_peak", "ablation_deleted_final")),
         ("OV alignment (peak / final)", ("ov_alignment_peak", "ov_alignment_final")),
@@ -176,16 +177,15 @@ def report_section(run_dir: str | Path) -> list[str]:
     return parts
 
 
-def compare_section(paths) -> list[str]:
-    """Every reported run with appendix measures, side by side per family (``[]`` when fewer than two)."""
-    from runner.analysis.verdicts import find_runs
-
-    runs = [d for p in (paths if isinstance(paths, (list, tuple)) else [paths]) for d in find_runs(Path(p))]
-    docs = {d: doc for d in runs if (doc := _load(d))}
-    fams = list(dict.fromkeys(f for doc in docs.values() for f in doc["families"]))
+def compare_section(run_dirs: list[Path]) -> list[str]:
+    """The runs with appendix measures side by side per family (``[]`` when fewer than two): a
+    sweep-level section of the report page (``runner.report.html.write_report(sweep_sections=...)``),
+    given every unsealed run."""
+    runs = [Path(d) for d in run_dirs if _load(Path(d))]
+    fams = list(dict.fromkeys(f for d in runs for f in (_load(d) or {}).get("families", {})))
     parts = []
     for fam in fams:
-        cols = columns_for(list(docs), fam)
+        cols = columns_for(runs, fam)
         if len(cols) >= 2:
             parts.append(f"<h3>{html.escape(fam)}: mechanism measures side by side</h3>" + compare_table(cols))
     return (["<h2>Mechanism (appendix I)</h2>"] + parts) if parts else []

@@ -2,7 +2,8 @@
 attention to the cue and to the competitor's evidence, the embedding-level scalar, ablations.
 
 All of them read the *logit difference* at the prediction position,
-``LD = logit[correct] - logit[distractor]`` (first token of each continuation); on conflict items
+``LD = logit[correct] - logit[distractor]`` (at the decision site: the first continuation tokens
+that differ, :mod:`mech.positions`); on conflict items
 correct is the rule's answer and distractor the competitor's, so LD > 0 while the rule wins and
 ``-LD`` is the pull towards the competitor.
 

@@ -1,7 +1,8 @@
 """Capture activations at the prediction position for every checkpoint of a run into its zarr group.
 
-Method. For each checkpoint (``weights/step_*.safetensors``) the model is rebuilt with
-``runner.model.load_model`` and run once over each family's probe prefixes (``<bos> prefix``,
+Method. The model is built once (``runner.model.load_model``); each checkpoint's weights
+(``weights/step_*.safetensors``) are loaded into it and it runs once over each family's probe
+prefixes (``<bos> prefix`` plus the answers' shared leading tokens, :mod:`mech.positions`;
 right-padded, batched). Forward hooks, attached only inside ``model.hooks(...)`` (a scoped
 context manager that removes exactly the hooks it added), copy out the prediction position's
 row of each requested activation as soon as it is produced, so nothing of size
@@ -48,15 +49,16 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 import zarr
+from safetensors.torch import load_file
 from jaxtyping import Float
 from torch import Tensor
 
-from runner.model import load_model
+from runner.model import load_model, weights_path
 from runner.store import store_location
 
 from . import names as N
@@ -130,6 +132,7 @@ def capture_batch(model, tokens: Tensor, pred_pos: Tensor, answer_ids: Tensor, k
             if kind == "pattern":  # (batch, head, q, k): the prediction position's query row
                 rows[kind][slot] = act[b, :, pred_pos, :].detach().float().clone()
             elif kind == "result":  # z (batch, pos, head, d_head) -> per-head output
+                assert W_O is not None
                 z = act[b, pred_pos].detach().float()
                 rows[kind][slot] = torch.einsum("bhd,hdm->bhm", z, W_O[layer].float())
             elif kind == "ln_final_scale":
@@ -251,7 +254,7 @@ class _Staging:
             g = zarr.open_group(str(root), mode="w")
             self._layout(g, probes, shapes, dtype, chunk_bytes)
             g.attrs.update({"plan_hash": h, "plan": plan, "n_complete": 0, "complete": False})
-        self.g = g
+        self.g: Any = g  # zarr.Group (zarr's stubs type item access as Array | Group)
 
     @staticmethod
     def _layout(g, probes: ProbeTensors, shapes, dtype: str, chunk_bytes: int) -> None:
@@ -359,11 +362,13 @@ def _capture_run(run_dir, steps, families, batch_size, names_filter, dtype, stor
                                ctx.cfg.model.n_ctx, ctx.pad_id) for f in families}
     stagings: dict[str, _Staging] = {}
     shapes_by_f: dict[str, dict[str, tuple[int, ...]]] = {}
-    model = None
+    model: Any = None
     for i, step in enumerate(steps):
         need = [f for f in families if f not in stagings or stagings[f].n_complete <= i]
-        if i == 0 or need:
+        if model is None:
             model = load_model(run_dir, step)
+        elif need:  # one model, each checkpoint's weights loaded into it (a rebuild costs ~5x more)
+            model.load_state_dict(load_file(str(weights_path(run_dir, step))))
         if i == 0:
             kinds = available_kinds(model, kinds)
             L, H = _n_layers(model), int(model.cfg.n_heads)

@@ -102,11 +102,12 @@ def patched_cm(src, dst, enc: EncodedBattery, patch: list[str] | None, chunk: in
     components in ``patch`` (None or []: nothing) taken from ``src``; ``chunk`` items per forward
     (the source cache covers the same chunk)."""
     diffs = []
+    keep = set(_cache_names(src))
     for i in range(0, enc.n, chunk):
         sub = _sub_battery(enc, list(range(i, min(i + chunk, enc.n))))
         hooks: Hooks = []
         if patch:
-            _, cache = src.run_with_cache(sub.tokens, names_filter=lambda n, keep=set(_cache_names(src)): n in keep)
+            _, cache = src.run_with_cache(sub.tokens, names_filter=lambda n: n in keep)
             for label in patch:
                 hooks += BUILDERS[_kind(label)](cache, src, dst, label)
         with scoped_hooks(dst, hooks):

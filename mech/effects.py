@@ -41,7 +41,8 @@ def family_batteries(ctx: RunContext, split: str = "heldout") -> dict[str, tuple
     """Per family, its ``split`` items (conflict and agree) encoded for scoring: what CM needs."""
     out = {}
     for fam in ctx.families:
-        its = [it for it in ctx.items if it.family == fam and it.split == split and it.condition in ("conflict", "agree")]
+        its = [it for it in ctx.items
+               if it.family == fam and it.split == split and it.condition in ("conflict", "agree")]
         if its:
             out[fam] = (encode_battery(its, ctx.tokenizer, ctx.bos_id, ctx.cfg.model.n_ctx, pad_id=ctx.pad_id), its)
     return out

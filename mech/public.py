@@ -35,6 +35,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -222,7 +223,7 @@ def _meta(path: Path) -> dict:
         return json.loads(str(z["meta"]))
 
 
-def _revision_arrays(path: Path, keep: np.ndarray) -> tuple[np.ndarray, ...]:
+def _revision_arrays(path: Path, keep: np.ndarray) -> tuple[Any, ...]:
     """(lp_correct, lp_distractor, n_correct, n_distractor) of the kept items; token counts are
     None in files scored before they were recorded."""
     with np.load(path) as z:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import zarr
@@ -52,14 +52,14 @@ class FamilyRows:
         return {k: v[i] for k, v in self.arrays.items()}
 
 
-def _published(run_dir: Path, family: str, store, group):
+def _published(run_dir: Path, family: str, store, group) -> Any:
     path, g = capture_location(run_dir, family, store, group)
     if not (path / g / "zarr.json").exists():
         return None
     return zarr.open_group(str(path), mode="r", use_consolidated=False)[g]
 
 
-def _missing(g, kinds: tuple[str, ...], steps: list[int], probes: ProbeTensors) -> list[str]:
+def _missing(g: Any, kinds: tuple[str, ...], steps: list[int], probes: ProbeTensors) -> list[str]:
     """Why the capture group ``g`` cannot serve (empty: it can)."""
     if g is None:
         return ["no capture"]
@@ -79,7 +79,7 @@ def _missing(g, kinds: tuple[str, ...], steps: list[int], probes: ProbeTensors) 
     return why
 
 
-def _read(g, kinds: tuple[str, ...], steps: list[int], probes: ProbeTensors) -> dict[str, np.ndarray]:
+def _read(g: Any, kinds: tuple[str, ...], steps: list[int], probes: ProbeTensors) -> dict[str, np.ndarray]:
     all_steps = [int(s) for s in g["step"][:]]
     si = [all_steps.index(s) for s in steps]
     ids = list(g["item"][:])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +50,7 @@ def build_model(cfg: ModelConfig, d_vocab: int, seed: int):
     from transformer_lens.model_bridge import TransformerBridge
 
     torch.manual_seed(seed)
-    extra = {} if cfg.logit_soft_cap is None else {"output_logits_soft_cap": cfg.logit_soft_cap}
+    extra: dict[str, Any] = {} if cfg.logit_soft_cap is None else {"output_logits_soft_cap": cfg.logit_soft_cap}
     if cfg.arch == "nanochat":
         extra = {**extra, "normalization_type": "RMSPre", "positional_embedding_type": "rotary", "eps": EPS}
     else:
@@ -205,7 +206,8 @@ class NanochatDecoder(nn.Module):
                     fan_out, fan_in = m.weight.shape
                     std = fan_in ** -0.5 * min(1.0, (fan_out / fan_in) ** 0.5)
                     m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
-            for p in [self.head.weight, *(w for b in self.layers for w in (b.attn.o.weight, b.mlp.fc_out.weight))]:
+            blocks = [cast(_Block, b) for b in self.layers]
+            for p in [self.head.weight, *(w for b in blocks for w in (b.attn.o.weight, b.mlp.fc_out.weight))]:
                 p.zero_()
             for p in self.ve_lambdas.values():
                 p.fill_(0.5)

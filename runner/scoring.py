@@ -34,14 +34,18 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from runner.store import RESERVED_GROUPS, RunStore
+from runner.world import vocab as V
 from runner.world.batteries import ProbeItem, read_battery
 from runner.world.rules import RULES
 
 if TYPE_CHECKING:
     from runner.config import RunConfig
 
-BOS_TOKEN = "<bos>"  # the built-in tokenizers' start token (runner.world.vocab.BOS)
 GENERATED = "generated"  # the battery name of items generated from registered families
+
+
+class UnknownTokensError(ValueError):
+    """Too many of a battery's items hold words outside the tokenizer's vocabulary."""
 
 
 @dataclass
@@ -70,8 +74,9 @@ class EncodedBattery:
 
     def token_report(self) -> dict:
         """How many items hold an unknown token, and how many of those cannot be told apart."""
-        return {"n_items": self.n, "n_unknown_items": int(np.sum(self.unknown)),
-                "n_tied_items": int(np.sum(self.tied))}
+        unknown = np.zeros(self.n, bool) if self.unknown is None else self.unknown
+        tied = np.zeros(self.n, bool) if self.tied is None else self.tied
+        return {"n_items": self.n, "n_unknown_items": int(unknown.sum()), "n_tied_items": int(tied.sum())}
 
 
 def _ids(tokenizer, text: str) -> list[int]:
@@ -124,11 +129,11 @@ def encode_battery(items: list[ProbeItem], tokenizer, bos_id: int | None, n_ctx:
 
 
 def check_unknown(enc: EncodedBattery, max_unknown: float, what: str) -> dict:
-    """The token report of ``enc``; ValueError when more than ``max_unknown`` of the items hold a
+    """The token report of ``enc``; UnknownTokensError when more than ``max_unknown`` of the items hold a
     word outside the vocabulary (the message says how many, and how to score them anyway)."""
     rep = enc.token_report()
     if rep["n_unknown_items"] > max_unknown * rep["n_items"]:
-        raise ValueError(
+        raise UnknownTokensError(
             f"{what}: {rep['n_unknown_items']:,} of {rep['n_items']:,} items hold words outside the tokenizer's "
             f"vocabulary (encoded as its unknown token; in {rep['n_tied_items']:,} the two answers encode "
             f"identically, so their choice means nothing). Score a battery in the model's vocabulary (a "
@@ -244,7 +249,7 @@ def training_bos(tokenizer, rows: np.ndarray | None = None, manifest: dict | Non
     every story with it, ``hf:`` corpora every document)."""
     if manifest is not None and "bos_id" in manifest:
         return None if manifest["bos_id"] is None else int(manifest["bos_id"])
-    bos = tokenizer.token_to_id(BOS_TOKEN)
+    bos = tokenizer.token_to_id(V.BOS)
     if bos is None or rows is None:
         return bos
     return int(bos) if bool((np.asarray(rows[:1024]) == bos).any()) else None
@@ -256,7 +261,7 @@ def stored_bos(attrs: dict, tokenizer) -> int | None:
     (what training prepended then)."""
     if "bos_id" in attrs:
         return None if attrs["bos_id"] is None else int(attrs["bos_id"])
-    return tokenizer.token_to_id(BOS_TOKEN)
+    return tokenizer.token_to_id(V.BOS)
 
 
 # ---- one scored row in a store -------------------------------------------------------------------

@@ -38,6 +38,7 @@ from typing import Any, cast
 import numpy as np
 import zarr
 
+from runner._io import dense_chunks, missing_chunks
 from runner._io import utcnow as _utcnow
 from runner.world.batteries import ProbeItem
 
@@ -172,8 +173,14 @@ class RunDir:
         if (path / rescored / "zarr.json").exists() or not (path / group / "zarr.json").exists():
             return rescored
         trained = zarr.open_group(str(path), mode="r", use_consolidated=False)
-        attrs = (trained[group] if group else trained).attrs
-        return group if (attrs.get("battery") or {}).get("name") == name else rescored
+        battery = cast(Any, (trained[group] if group else trained).attrs.get("battery")) or {}
+        return group if battery.get("name") == name else rescored
+
+    def rescored(self) -> list[str]:
+        """Names of the batteries rescored on this run (its ``rescore/`` groups)."""
+        path, group = self.training_location()
+        folder = path / _join(group, RESCORE)
+        return sorted(p.name for p in folder.iterdir() if (p / "zarr.json").exists()) if folder.is_dir() else []
 
     def store_location(self) -> tuple[Path, str]:
         """Where the run's scores are read: the training-time group, or inside
@@ -188,9 +195,10 @@ class RunDir:
         if not (path / group / "zarr.json").exists():
             name = _VIEW.get()
             if name:
+                have = ", ".join(self.rescored()) or "none"
                 raise FileNotFoundError(f"{self.path}: no scores of battery {name!r} (expected a zarr group at "
-                                        f"{path}/{group}); score it with: ungrok rescore {self.path} --battery "
-                                        f"{name}.jsonl")
+                                        f"{path}/{group}; rescored here: {have}); score it with: ungrok rescore "
+                                        f"{self.path} --battery {name}.jsonl")
             raise FileNotFoundError(f"{self.path}: no scores yet (expected a zarr group at {path}/{group})")
         return RunStore(path, group)
 
@@ -218,6 +226,10 @@ def group_complete(path: Path, group: str = "") -> bool:
     return bool((g[group] if group else g).attrs.get("complete"))
 
 
+class StoreDamaged(RuntimeError):
+    """A run's scores cannot be read as written: a chunk is missing or corrupt (never read as zeros)."""
+
+
 class RunStore:
     def __init__(self, path: str | Path, group: str = "") -> None:
         self.path = Path(path)
@@ -226,6 +238,7 @@ class RunStore:
         self.g = root.require_group(group) if group else root
 
     # ---- layout ------------------------------------------------------------------------------
+    @dense_chunks
     def init_layout(self, items: list[ProbeItem], metric_names: list[str], attrs: dict,
                     item_columns: dict[str, np.ndarray] | None = None) -> None:
         """Create arrays once (idempotent); ``metric_names`` are ``<family>/<metric>`` keys;
@@ -257,7 +270,7 @@ class RunStore:
                     fg.create_array(metric, shape=(0,), chunks=(1024,), dtype="f4", dimension_names=["step"],
                                     overwrite=True)
         self.g.attrs.update({**attrs, "families": fams, "n_complete": 0, "complete": False,
-                             "layout_ready": True})
+                             "layout_ready": True, "dense_chunks": True})
 
     # ---- typed access (zarr's own annotations are unions over arrays, groups and scalars) -----
     def array(self, key: str) -> zarr.Array:
@@ -278,7 +291,7 @@ class RunStore:
 
     def item_labels(self, family: str, field: str) -> np.ndarray:
         """Per-item strings of ``family`` (``condition``, ``split``, ``template_id``, ``item``)."""
-        return np.asarray(self.array(f"{family}/{field}")[:])
+        return self.read(f"{family}/{field}")
 
     @staticmethod
     def _is_step_series(arr: zarr.Array) -> bool:
@@ -295,6 +308,7 @@ class RunStore:
         arr.resize((n + 1, *arr.shape[1:]))
         arr[n] = value
 
+    @dense_chunks
     def append(self, step: int, loss: float, lr: float, items: list[ProbeItem], lp_correct: np.ndarray,
                lp_distractor: np.ndarray, metrics: dict[str, float]) -> None:
         """Append one checkpoint's row everywhere, then advance the completion marker."""
@@ -344,11 +358,31 @@ class RunStore:
 
     # ---- reading -----------------------------------------------------------------------------
     def steps(self) -> np.ndarray:
-        return np.asarray(self.array("train/step")[: self.n_complete])
+        return self.read("train/step", self.n_complete)
 
     def series(self, key: str) -> np.ndarray:
         """``train/loss``, ``<family>/cm``, ``<family>/logp_correct`` ... (complete rows only)."""
-        return np.asarray(self.array(key)[: self.n_complete])
+        return self.read(key, self.n_complete)
+
+    def read(self, key: str, rows: int | None = None) -> np.ndarray:
+        """The first ``rows`` rows of array ``key`` (all of it: None), checked: a chunk that is
+        missing (a store laid out with ``dense_chunks`` writes every chunk) or fails to decode
+        raises :class:`StoreDamaged` naming the run and the array; never zarr's fill value."""
+        arr = self.array(key)
+        if self.attr("dense_chunks"):
+            missing = missing_chunks(self.path / self.group_path / key, arr, rows)
+            if missing:
+                raise StoreDamaged(self._damage(key, f"chunk {missing[0]} is missing ({len(missing)} of the "
+                                                     "chunks read): deleted or lost in a copy"))
+        try:
+            return np.asarray(arr[:rows] if rows is not None else arr[:])
+        except Exception as e:  # a truncated or corrupt chunk fails to decode
+            raise StoreDamaged(self._damage(key, f"a chunk cannot be decoded ({type(e).__name__}: {e})")) from None
+
+    def _damage(self, key: str, what: str) -> str:
+        run = self.attr("run_id") or self.group_path or self.path.name
+        return (f"run {run}: array {key} of the store {self.path}{'/' + self.group_path if self.group_path else ''}: "
+                f"{what}; restore the store from a copy, or retrain the run into a new folder")
 
     def families(self) -> list[str]:
         return list(self.attr("families", []))

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from runner.analysis.audit import AuditError, AuditResult, bootstrap_ratio, read_documents
+from runner.data.corpora import TEXT_FORMAT, load_corpus
 from runner.data.matching import Scan, TokenStream, TokenTable, separator_ids
 from runner.data.rvp_support import (
     POOLED,
@@ -53,7 +54,21 @@ def _reader(path: str | Path, families: list[str], text_column: str, tokenizer: 
         raise AuditError(f"{path}: rule-versus-prior families are counted on the corpus's own tokens; pass "
                          "--tokenizer TOKENIZER.json (the tokenizer the corpus is trained with, e.g. the paper's "
                          "web-bpe8192.json)")
+    manifest = path / "manifest.json"
+    if manifest.exists() and json.loads(manifest.read_text()).get("format") == TEXT_FORMAT:
+        corpus = load_corpus(path)  # a real-text corpus: its whole stream, not its rows
+        return corpus.tokenizer, corpus.pad_id, _stream_documents(corpus, block), None
     return read_documents(path, text_column=text_column, tokenizer_path=tokenizer, block=block)
+
+
+def _stream_documents(corpus, block: int):
+    """Blocks of ``block`` documents of a real-text corpus's stream, cut before each separator."""
+    stream = corpus.stream
+    cuts = np.flatnonzero(np.isin(stream, separator_ids(corpus.tokenizer)))
+    edges = np.unique(np.concatenate([[0], cuts, [len(stream)]]))
+    for i in range(0, len(edges) - 1, block):
+        e = edges[i : i + block + 1]
+        yield [np.asarray(stream[a:b]) for a, b in zip(e[:-1], e[1:])]
 
 
 @dataclass

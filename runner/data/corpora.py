@@ -18,13 +18,12 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from runner._io import utcnow
+from runner._io import make_temp_dir, utcnow
 from runner.config import CorpusConfig
 from runner.world import vocab as V
 from runner.world.presets import PRESETS, SyntheticSpec
@@ -220,7 +219,7 @@ def write_corpus(dest: Path, rows: np.ndarray, tok, config: dict, generator: dic
     datasets.disable_progress_bar()
     pad = tok.token_to_id(V.PAD)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
+    tmp = make_temp_dir(dest.parent, f".{dest.name}.tmp-")  # the umask's mode, not 0700
     try:
         Dataset.from_dict({"input_ids": rows}).save_to_disk(str(tmp / "dataset"))
         tok.save(str(tmp / "tokenizer.json"))

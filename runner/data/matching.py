@@ -17,8 +17,8 @@ edges. Word-level tokenizers (``tokenizers`` ``WordLevel`` models) have whole wo
 A match never spans two documents.
 
 **Speed.** One gather of the stream through a boolean lookup table over the vocabulary (in
-chunks of :data:`CHUNK` tokens) finds every position whose token could start a form of any form
-set; everything after that works on those positions only (:class:`Hits`). No per-token Python.
+chunks of :data:`CHUNK` tokens) finds every position whose token could end a form of any form
+set; everything after that works on those positions only (:class:`Scan`). No per-token Python.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class TokenTable:
     ends_alpha: Bool[np.ndarray, " v"]
     word_level: bool
     unk_id: int | None
-    _enc: dict = field(default_factory=dict, repr=False)
+    _enc: dict = field(default_factory=dict, repr=False)  # memo: encoded forms, onset masks
 
     @classmethod
     def of(cls, tokenizer) -> "TokenTable":
@@ -148,10 +148,13 @@ class TokenTable:
         """Tokens that begin a word with one of ``letters`` (case-insensitive): for byte-level
         BPE a space then the letter (the paper's test), for word-level any word."""
         letters = letters.lower()
-        if self.word_level:
-            return np.array([t[:1].lower() in letters and t[:1].isalpha() for t in self.text])
-        return np.array([len(t) >= 2 and t[0] == " " and t[1].isalpha() and t[1].lower() in letters
-                         for t in self.text])
+        if ("onset", letters) not in self._enc:
+            if self.word_level:
+                out = [t[:1].lower() in letters and t[:1].isalpha() for t in self.text]
+            else:
+                out = [len(t) >= 2 and t[0] == " " and t[1].isalpha() and t[1].lower() in letters for t in self.text]
+            self._enc[("onset", letters)] = np.array(out)
+        return self._enc[("onset", letters)]
 
 
 def surface_forms(word: str, cased: bool = True) -> tuple[str, ...]:
@@ -172,8 +175,10 @@ class FormSet:
     seqs: tuple[tuple[int, ...], ...]
     labels: tuple[int, ...]
 
-    def first_tokens(self) -> np.ndarray:
-        return np.array(sorted({s[0] for s in self.seqs}), dtype=np.int64)
+    def anchors(self) -> np.ndarray:
+        """The tokens a scan looks for: each sequence's last (a frame's answer, a name's last
+        piece: rarer than a frame's first word, so the scan finds fewer positions)."""
+        return np.array(sorted({s[-1] for s in self.seqs}), dtype=np.int64)
 
 
 def form_set(table: TokenTable, forms: Sequence[tuple[str, int]], single_only: bool = False) -> FormSet:
@@ -209,7 +214,7 @@ class Matches:
 class Scan:
     """A stream scanned once for a group of form sets, then matched against any of them.
 
-    The scan is one pass over the stream: the positions whose token starts some sequence of
+    The scan is one pass over the stream: the positions whose token ends some sequence of
     ``sets`` (``pos``, sorted), their tokens and documents. :meth:`match` works on those alone and
     remembers its answer per form set (families that share forms share the work)."""
 
@@ -219,7 +224,7 @@ class Scan:
         mask = np.zeros(self.size, dtype=bool)
         for fs in sets:
             if fs.seqs:
-                mask[fs.first_tokens()] = True
+                mask[fs.anchors()] = True
         parts = [np.flatnonzero(mask[stream.ids[i : i + CHUNK]]) + i for i in range(0, stream.n, CHUNK)]
         self.pos: Int[np.ndarray, " h"] = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
         self.tok: Int[np.ndarray, " h"] = stream.ids[self.pos].astype(np.int64)
@@ -252,9 +257,9 @@ class Scan:
         return Matches(start, start, lab[sel], self.doc[sel])
 
     def _multis(self, forms: FormSet) -> Matches:
-        """Sequences of 2+ tokens, one length at a time: each candidate's next tokens (up to 3 in
-        all) packed into one integer and looked up among the sequences' keys; tokens past the
-        third are compared one by one on the few candidates left."""
+        """Sequences of 2+ tokens, one length at a time: found by their last token, then the first
+        tokens (up to 3) of each candidate packed into one integer and looked up among the
+        sequences' keys; tokens past the third are compared one by one on the few candidates left."""
         by_len: dict[int, list[tuple[tuple[int, ...], int]]] = {}
         for seq, label in zip(forms.seqs, forms.labels):
             if len(seq) > 1:
@@ -264,10 +269,10 @@ class Scan:
     def _of_length(self, n: int, group: list[tuple[tuple[int, ...], int]]) -> Matches:
         ids, base, w = self.stream.ids, self.size, min(n, 3)
         lut = np.zeros(self.size, dtype=bool)
-        lut[[s[0] for s, _ in group]] = True
+        lut[[s[-1] for s, _ in group]] = True
         sel = np.flatnonzero(lut[self.tok])
-        sel = sel[self.pos[sel] + n <= self.stream.ends[self.doc[sel]]]  # the whole sequence in the document
-        p = self.pos[sel]
+        sel = sel[self.pos[sel] - (n - 1) >= self.stream.starts[self.doc[sel]]]  # the whole sequence in the document
+        p = self.pos[sel] - (n - 1)
         key = np.zeros(len(p), dtype=np.int64)
         for j in range(w):
             key = key * base + ids[p + j]

@@ -141,7 +141,10 @@ def _hf_hub(req: SourceRequest, name: str) -> Source:
         raise CorpusError(f"{where}: no split {req.split!r}; pass --split, one of {splits}")
     features = builder.info.features
     _check_column(list(features) if features else None, req.text_column, where)
-    ds = builder.as_streaming_dataset(split=req.split)
+    try:
+        ds = builder.as_streaming_dataset(split=req.split)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        raise CorpusError(f"{where}: split {req.split!r} cannot be streamed ({e}); pass --split") from None
     if not features:  # columns unknown until read: check the first row now, before anything is written
         first = next(iter(ds), None)  # pyright: ignore[reportArgumentType]
         if first is not None:

@@ -27,14 +27,13 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from runner._io import utcnow, write_json_atomic, write_text_atomic
+from runner._io import make_temp_dir, utcnow, write_json_atomic, write_text_atomic
 from runner.data.corpora import TEXT_FORMAT, CorpusError
 from runner.data.shards import assemble, tokenize_to_shards
 from runner.data.sources import SourceRequest, open_source
@@ -93,7 +92,7 @@ def build_text_corpus(spec: TextCorpusSpec, out_root: str | Path, *, workers: in
     check_tokenizer_spec(spec.tokenizer, spec.eot_token)  # a file loads, a size is valid
     created_root = not out_root.exists()
     out_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_root, prefix=f".{spec.name}.tmp-"))
+    tmp = make_temp_dir(out_root, f".{spec.name}.tmp-")  # the umask's mode, not 0700
     try:
         manifest = _build(spec, source, tmp, workers, block_bytes, progress)
         write_json_atomic(tmp / "manifest.json", manifest)

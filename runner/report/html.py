@@ -37,6 +37,8 @@ from runner.trajectory import Classifier
 
 # A section a caller adds after each run's trajectories: run folder -> HTML fragments.
 RunSection = Callable[[Path], list[str]]
+# A section a caller adds once, over every unsealed run (e.g. runs side by side): folders -> fragments.
+SweepSection = Callable[[list[Path]], list[str]]
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}
@@ -324,13 +326,16 @@ def _trajectory_sections(v: dict, dirs: dict[str, Path], out: Path, extra_sectio
 
 
 def write_report(path: str | Path, locked: Locked | None = None, unseal: str | None = None,
-                 out_dir: str | Path | None = None, extra_sections: Sequence[RunSection] = ()) -> Path:
+                 out_dir: str | Path | None = None, extra_sections: Sequence[RunSection] = (),
+                 sweep_sections: Sequence[SweepSection] = ()) -> Path:
     """Compute the verdict and write ``<out_dir>/index.html`` (default ``<path>/report``); ``path``
     may be a list of paths reported together.
 
     ``extra_sections``: callables ``run folder -> [HTML fragment, ...]`` whose fragments follow that
     run's trajectories (e.g. ``mech.plots.report_section``, the run's localization); embed images
-    with :func:`embed_png`."""
+    with :func:`embed_png`. ``sweep_sections``: callables ``[run folder, ...] -> [HTML fragment, ...]``
+    given every unsealed run once, shown before the trajectories (e.g.
+    ``mech.appendix_report.compare_section``, runs side by side)."""
     locked = locked or unregistered()
     v = verdict(path, locked, unseal, command="report")
     paths = list(path) if isinstance(path, (list, tuple)) else [path]
@@ -352,6 +357,9 @@ def write_report(path: str | Path, locked: Locked | None = None, unseal: str | N
     parts += _cross_model_sections(v["cross_model"], dirs, out)
     for p in paths:
         parts += _calibration_sections(Path(p), out)
+    unsealed = [dirs[r["run"]] for r in v["runs"] if not r["sealed"]]
+    for section in sweep_sections:
+        parts += section(unsealed)
     parts += _trajectory_sections(v, dirs, out, extra_sections)
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>ungrok report</title><style>{_CSS}</style>"
             f"<script>{_JS}</script></head><body>{''.join(parts)}</body></html>")

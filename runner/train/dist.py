@@ -1,8 +1,9 @@
 """Process-group set-up for DeepSpeed with or without a launcher.
 
 Under the ``deepspeed`` launcher (or Ray Train) RANK/WORLD_SIZE/MASTER_* are already set. A
-plain ``ungrok train`` sets them for a single process with a free loopback port, so two runs
-side by side never collide on MASTER_PORT.
+plain ``ungrok train`` makes a one-process group over an in-memory store: nothing listens for a
+rendezvous (only gloo's own socket, on 127.0.0.1), and two runs side by side never collide on a
+port.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _loopback_ifname() -> str:
+    """The loopback interface's name (``lo`` on Linux, ``lo0`` on macOS)."""
+    names = [n for _, n in socket.if_nameindex()]
+    return next((n for n in ("lo", "lo0") if n in names), "lo")
+
+
 def ensure_process_group() -> tuple[int, int]:
     """Initialise torch.distributed once per process; returns (rank, world_size)."""
     import torch
@@ -35,15 +42,19 @@ def ensure_process_group() -> tuple[int, int]:
         if "RANK" in os.environ:  # a launcher (deepspeed, torchrun, Ray Train) set the group up
             deepspeed.init_distributed(dist_backend=backend)
         else:
-            # Single process: set the rendezvous variables for the call only, so that child
-            # processes (a subprocess run, a Ray worker) never inherit this process's port.
-            mine = dict(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
-            os.environ.update(mine, LOCAL_RANK=os.environ.get("LOCAL_RANK", "0"))
+            # Single process: an in-memory store, no rendezvous server (torch's TCPStore listens
+            # on every interface), no RANK/MASTER_* for child processes to inherit; DeepSpeed
+            # adopts the group.
+            os.environ["LOCAL_RANK"] = os.environ.get("LOCAL_RANK", "0")
+            # gloo's socket on the loopback interface, not the one the host name resolves to
+            ifname = {} if "GLOO_SOCKET_IFNAME" in os.environ else {"GLOO_SOCKET_IFNAME": _loopback_ifname()}
+            os.environ.update(ifname)
             try:
-                deepspeed.init_distributed(dist_backend=backend)
+                tdist.init_process_group(backend, store=tdist.HashStore(), rank=0, world_size=1)
             finally:
-                for k in mine:
+                for k in ifname:
                     os.environ.pop(k, None)
+            deepspeed.init_distributed(dist_backend=backend)
     return tdist.get_rank(), tdist.get_world_size()
 
 

@@ -45,15 +45,21 @@ def prepare_run(cfg: RunConfig, out: str | Path) -> Path:
     Bad input (unknown corpus, impossible budget, malformed battery) raises here, before any
     file of the run is written. Returns the run directory.
     """
-    items = battery_for(cfg)  # raises on a malformed battery before anything is written
-    if cfg.corpus.is_world:  # the built-in world's tokenizer is known before its corpus is built
-        tok = world_tokenizer()
-        check_unknown(encode_battery(items, tok, None, cfg.model.n_ctx), cfg.probes.max_unknown, "probes.battery")
+    check_probes(cfg)
     run = RunDir(Path(out) / cfg.run_id)
     # validated first: a field added since the folder was made reads as its default (ids unchanged)
     if run.config.exists() and RunConfig.model_validate_json(run.config.read_text()) != cfg:
         raise ValueError(f"{run.path} holds a different config; its id should have differed (corrupt folder?)")
     return run.path
+
+
+def check_probes(cfg: RunConfig) -> None:
+    """Refuse a malformed battery, or one the built-in world's tokenizer (known before its corpus
+    is built) leaves mostly unknown; other corpora are checked once built, before the run starts."""
+    items = battery_for(cfg)
+    if cfg.corpus.is_world:
+        check_unknown(encode_battery(items, world_tokenizer(), None, cfg.model.n_ctx), cfg.probes.max_unknown,
+                      "probes.battery")
 
 
 def train_run(cfg: RunConfig, out: str | Path, *, callbacks: Sequence[TrainCallback] = (), progress: bool = True,
@@ -82,7 +88,7 @@ def train_run(cfg: RunConfig, out: str | Path, *, callbacks: Sequence[TrainCallb
     if group_complete(store_path, group):  # read-only: every rank decides the same way
         log(f"{cfg.run_id}: already complete, skipping")
         return run.path
-    engine, scheduler = _engine(cfg, model, world)
+    engine, scheduler = build_engine(cfg, model, world)
     ctx = TrainContext(cfg=cfg, run=run, engine=engine, scheduler=scheduler, device=device(), items=items,
                        tokenizer=tok, pad_id=corpus.fill_id, bos_id=bos_id, rank=rank, world=world,
                        store=RunStore(store_path, group) if rank == 0 else None, log=log)
@@ -163,7 +169,7 @@ def precision(cfg: RunConfig) -> str:
     return ("bf16" if torch.cuda.is_available() else "fp32") if p == "auto" else p
 
 
-def _engine(cfg: RunConfig, model, world: int):
+def build_engine(cfg: RunConfig, model, world: int):
     """The DeepSpeed engine on this process's device (optimizer and schedule from
     ``runner.train.optim``; bf16 through DeepSpeed's torch autocast, weights in fp32), and its
     scheduler."""

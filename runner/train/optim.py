@@ -118,7 +118,7 @@ class Schedule(torch.optim.lr_scheduler.LRScheduler):
             g.setdefault("initial_weight_decay", g["weight_decay"])
         super().__init__(optimizer)
 
-    def get_lr(self) -> list[float]:  # pyright: ignore[reportIncompatibleMethodOverride]
+    def get_lr(self) -> list[float | torch.Tensor]:
         s = self.last_epoch
         if self.o.weight_decay_schedule != "constant":
             w = wd_factor(self.o, s, self.total)

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import torch
 
+from runner._io import hold_folder
 from runner.config import RunConfig
 from runner.model import build_model
 from runner.scoring import (
@@ -40,9 +41,8 @@ from runner.scoring import (
 )
 from runner.store import RunDir, RunStore, battery_view
 from runner.trajectory import write_summary
+from runner.world import vocab as V
 from runner.world.batteries import ProbeItem, read_battery
-
-PAD_TOKEN = "<pad>"  # the built-in corpora's padding token (runner.world.vocab.PAD)
 
 
 class RescoreError(ValueError):
@@ -103,7 +103,7 @@ def open_run_checkpoint(run_dir: str | Path, step: int) -> Scorable:
         raise RescoreError(f"{run.path} is not a run folder (no run.json and config.json)")
     tok = Tokenizer.from_file(str(run.tokenizer))
     loaded = _RunModel(run)
-    pad = tok.token_to_id(PAD_TOKEN)
+    pad = tok.token_to_id(V.PAD)
     return Scorable(loaded.at(step), tok, stored_bos(_training_store(run).attrs, tok), 0 if pad is None else pad,
                     loaded.cfg.model.n_ctx)
 
@@ -126,14 +126,14 @@ def open_hf_checkpoint(folder: str | Path, bos: bool = False) -> Scorable:
     return Scorable(bridge, tok, bos_id, int(pad), int(bridge.cfg.n_ctx))
 
 
-def plan_rescore(run_dir: str | Path, battery: str | Path, name: str | None = None,
+def plan_rescore(run_dir: str | Path | RunDir, battery: str | Path, name: str | None = None,
                  max_unknown: float = 0.5) -> tuple[RunStore, EncodedBattery, dict, RunConfig]:
     """Everything checked before a row is written (no model is built): the run is finished, the
     battery readable, its family names usable, few enough items hold unknown tokens. Returns the
     training-time store, the encoded battery, the battery's record and the run's config."""
     from tokenizers import Tokenizer
 
-    run = RunDir(run_dir)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     if not run.is_run():
         raise RescoreError(f"{run.path} is not a run folder (no run.json and config.json); pass runs/<run-id>")
     trained = _training_store(run)
@@ -145,10 +145,34 @@ def plan_rescore(run_dir: str | Path, battery: str | Path, name: str | None = No
     info = battery_info(battery, name)
     cfg = RunConfig.model_validate_json(run.config.read_text())
     tok = Tokenizer.from_file(str(run.tokenizer))
-    pad = tok.token_to_id(PAD_TOKEN)
+    pad = tok.token_to_id(V.PAD)
     enc = encode_battery(items, tok, stored_bos(trained.attrs, tok), cfg.model.n_ctx, pad_id=0 if pad is None else pad)
     check_unknown(enc, max_unknown, f"battery {battery} on {run.name}")
     return trained, enc, info, cfg
+
+
+def _todo(run: RunDir, store: RunStore) -> tuple[list[int], list[int]]:
+    """(every saved step, the steps after the last one ``store`` holds)."""
+    done = [int(x) for x in store.steps()]
+    steps = weight_steps(run.path)
+    return steps, [x for x in steps if not done or x > max(done)]
+
+
+def _score_steps(store: RunStore, loaded: _RunModel, enc: EncodedBattery, trained: RunStore, todo: list[int],
+                 threads: int, on_row: Callable[[int], None] | None) -> None:
+    """Append one row per step of ``todo``, under training's thread count (the same arithmetic, bit
+    for bit); loss and lr are training's at the same step."""
+    loss = dict(zip(trained.steps().tolist(), trained.series("train/loss").tolist()))
+    lr = dict(zip(trained.steps().tolist(), trained.series("train/lr").tolist()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for step in todo:
+            append_scores(store, loaded.at(step), enc, step, loss.get(step, float("nan")), lr.get(step, float("nan")))
+            if on_row is not None:
+                on_row(step)
+    finally:
+        torch.set_num_threads(before)
 
 
 def rescore_run(run_dir: str | Path, battery: str | Path, *, name: str | None = None, max_unknown: float = 0.5,
@@ -158,38 +182,18 @@ def rescore_run(run_dir: str | Path, battery: str | Path, *, name: str | None = 
     row is written (a progress hook)."""
     run = RunDir(run_dir)
     trained, enc, info, cfg = plan_rescore(run, battery, name, max_unknown)
-    loaded = _RunModel(run)
-    path, group = run.rescore_location(info["name"])
-    store = RunStore(path, group)
-    init_scores(store, enc, {"run_id": trained.attr("run_id"), "rescore_of": run.training_location()[1] or "/",
-                             **score_attrs(enc, info)})
-    done = {int(s) for s in store.steps()}
-    steps = weight_steps(run.path)
-    loss = dict(zip(trained.steps().tolist(), trained.series("train/loss").tolist()))
-    lr = dict(zip(trained.steps().tolist(), trained.series("train/lr").tolist()))
-    todo = [s for s in steps if s not in done and (not done or s > max(done))]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.train.threads)  # training's: the same arithmetic, bit for bit
-    try:
-        for step in todo:
-            append_scores(store, loaded.at(step), enc, step, loss.get(step, float("nan")), lr.get(step, float("nan")))
-            if on_row is not None:
-                on_row(step)
-    finally:
-        torch.set_num_threads(threads)
-    store.mark_complete()
-    with battery_view(info["name"]):
-        write_summary(run.path)
+    with hold_folder(run.rescore_dir(info["name"]), f"the rescore of {info['name']} in"):  # one writer
+        path, group = run.rescore_location(info["name"])
+        store = RunStore(path, group)
+        init_scores(store, enc, {"run_id": trained.attr("run_id"), "rescore_of": run.training_location()[1] or "/",
+                                 **score_attrs(enc, info)})
+        steps, todo = _todo(run, store)
+        _score_steps(store, _RunModel(run), enc, trained, todo, cfg.train.threads, on_row)
+        store.mark_complete()
+        with battery_view(info["name"]):
+            write_summary(run.path)
     log(f"{run.name}: battery {info['name']}: scored {len(todo)} checkpoint(s), {len(steps) - len(todo)} already "
         f"scored; {enc.token_report()['n_unknown_items']} of {enc.n} items hold unknown tokens")
     return {"run": str(run.path), "battery": info["name"], "group": group, "scored": len(todo),
             "skipped": len(steps) - len(todo), "steps": steps, "bos": enc.bos_id is not None,
             "tokens": enc.token_report(), "families": list(dict.fromkeys(it.family for it in enc.items))}
-
-
-def rescored_batteries(run_dir: str | Path) -> list[str]:
-    """Names of the batteries rescored on a run (its ``rescore/`` groups)."""
-    path, group = RunDir(run_dir).rescore_location("")
-    folder = path / group
-    return sorted(p.name for p in folder.iterdir() if (p / "zarr.json").exists()) if folder.is_dir() else []
-

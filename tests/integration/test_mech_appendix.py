@@ -37,7 +37,7 @@ def run_dir(tmp_path_factory):
 def got_kinds(where) -> list[str]:
     import zarr
 
-    return zarr.open_group(str(where["store"]), mode="r")["g/mech/pronoun_gender"].attrs["kinds"]
+    return list(zarr.open_group(str(where["store"]), mode="r")["g/mech/pronoun_gender"].attrs["kinds"])  # type: ignore[arg-type]
 
 
 def _conflict_battery(run_dir, family="pronoun_gender"):

@@ -111,6 +111,15 @@ def test_a_killed_rescore_resumes_at_the_next_unscored_checkpoint(trained):
     assert rescore_run(run, ood, log=lambda *_: None)["scored"] == 0  # complete: nothing to do
 
 
+def test_a_second_rescore_of_the_same_battery_refuses_while_one_runs(trained):
+    from runner._io import FolderBusy, hold_folder
+    from runner.train.rescore import rescore_run
+
+    run, ood = trained
+    with hold_folder(RunDir(run).rescore_dir("ood"), "rescore"), pytest.raises(FolderBusy, match="in use by pid"):
+        rescore_run(run, ood, log=lambda *_: None)
+
+
 def test_show_verdict_and_report_read_a_rescored_battery(trained, tmp_path, capsys):
     from runner.analysis.prereg import unregistered
     from runner.analysis.verdicts import verdict
@@ -171,3 +180,27 @@ def test_public_loads_an_ungrok_run_folder(trained, rvp4, tmp_path):
     pub = assemble_run(tmp_path, run.name, rvp4)
     assert json.loads((pub / "run.json").read_text())["bos"] is True
     assert RunDir(pub).open_store().attrs["bos"] is True
+
+
+def test_rvp4_on_a_real_text_bpe_corpus(tmp_path, rvp4):
+    """The paper's setting in miniature: a byte-level BPE corpus (``runner.data.textcorpus``; its
+    end-of-text token is the BOS), rvp4 scored during training with it prepended, no unknown
+    tokens, and the rescore equal to training bit for bit."""
+    textcorpus = pytest.importorskip("runner.data.textcorpus")
+    from runner.train import train_run
+    from runner.train.rescore import rescore_run
+
+    docs = [json.dumps({"text": it.prefix + it.correct + "."}) for it in read_battery(rvp4)] * 2
+    (tmp_path / "docs.jsonl").write_text("\n".join(docs))
+    spec = textcorpus.TextCorpusSpec(name="tiny-bpe", source=f"text:{tmp_path}/docs.jsonl", tokenizer="bpe:600",
+                                     row_tokens=32)
+    corpus = textcorpus.build_text_corpus(spec, tmp_path / "runs" / "corpora", workers=1)
+    bos = json.loads((corpus / "manifest.json").read_text())["bos_id"]
+    cfg = tiny_run_config(corpus={"name": "built:tiny-bpe", "story_tokens": 32}, probes={"battery": rvp4},
+                          train={"steps": 20, "batch_size": 8}, schedule={"every": 10})
+    run = train_run(cfg, tmp_path / "runs", progress=False, log=lambda *_: None)
+    st = RunDir(run).open_store()
+    assert st.attrs["bos"] is True and st.attrs["bos_id"] == bos  # the corpus's convention, recorded
+    assert st.attrs["tokens"]["n_unknown_items"] == 0 and len(st.families()) == 15
+    rescore_run(run, rvp4, name="again", log=lambda *_: None)
+    _same(st, RunStore(*RunDir(run).rescore_location("again")), st.families())

@@ -108,3 +108,19 @@ def test_legacy_hf_folder_with_the_default_budget_is_one_line(tmp_path, capsys):
     err = " ".join(capsys.readouterr().err.split())
     assert "error: budget 'packed' needs 160,000 fresh rows" in err and "Traceback" not in err
     assert not [p for p in out.iterdir() if p.name != "corpora"]
+
+
+def test_worker_pool_gives_the_same_stream_as_one_process(tmp_path):
+    from runner.data.textcorpus import TextCorpusSpec, build_text_corpus
+
+    spec = TextCorpusSpec(name="kjv", source=f"text:{SAMPLE}", tokenizer="bpe:800")
+    one = build_text_corpus(spec, tmp_path / "one", workers=1, block_bytes=100_000)
+    pool = build_text_corpus(spec, tmp_path / "pool", workers=2, block_bytes=100_000)
+    assert (one / "tokens.npy").read_bytes() == (pool / "tokens.npy").read_bytes()
+    m = json.loads((pool / "manifest.json").read_text())
+    assert m["build"]["shards"] > 10 and m["n_docs"] == 384
+    capped = build_text_corpus(spec.model_copy(update={"name": "cap", "max_tokens": 123_457}), tmp_path / "pool",
+                               workers=2, block_bytes=100_000)
+    mc = json.loads((capped / "manifest.json").read_text())
+    assert mc["n_tokens"] == 123_457 and mc["truncated"] and mc["sha256"] != m["sha256"]
+    assert sorted(p.name for p in capped.iterdir()) == ["manifest.json", "tokenizer.json", "tokens.npy"]

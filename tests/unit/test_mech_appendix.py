@@ -140,4 +140,5 @@ def test_multi_token_answers_are_decided_where_they_first_differ(bpe):
     it = ProbeItem(family="x", condition="conflict", probe="x.conflict", split="heldout", template_id="t",
                    prefix="It got even", correct=" more big", distractor=" more bigger", item_id="x/0")
     p = encode_probes([it], bpe, None, 64)
-    assert int(p.n_shared[0]) == 1 and bpe.id_to_token(int(p.tokens[0, p.pred_pos[0]])) == "Ġmore"
+    assert p.n_shared is not None and int(p.n_shared[0]) == 1
+    assert bpe.id_to_token(int(p.tokens[0, p.pred_pos[0]])) == "Ġmore"

@@ -226,3 +226,15 @@ def test_grid_error_for_a_bad_preset_file(tmp_path):
     f.write_text('name = "g"\npreset = "papr"\n[axes]\ncorpora = ["web"]\nseeds = [1]\n')
     with pytest.raises(GridError, match="unknown run preset 'papr'"):
         load_grid(f)
+
+
+def test_train_preset_mistakes_are_one_line_before_any_file(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert cli_main(["train", "--preset", "paper", "--corpus", "stories", "--arm", "cosmic", "--out", str(out)]) == 2
+    assert "--preset paper: unknown arm 'cosmic'" in capsys.readouterr().err
+    assert cli_main(["train", "--arm", "web", "--out", str(out)]) == 2
+    assert "--arm needs --preset" in capsys.readouterr().err
+    assert cli_main(["train", "--preset", "paper", "--corpus", "synthetic", "--support", "0.3", "--out",
+                     str(out)]) == 2
+    assert "has no arm in this preset" in " ".join(capsys.readouterr().err.split())
+    assert not out.exists()

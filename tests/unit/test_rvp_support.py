@@ -60,7 +60,7 @@ def test_every_mode_on_a_hand_made_bpe_stream():
     tok = _tokenizer("tinystories")
     got = count_rvp(_stream(tok, DOCS), tok, PAPER_FAMILIES)
     ref = got["pronoun_gender_ref_v2"]
-    # feminine cues: Lily, Lily, Sue, Sue, Jane? (no: "said Ben."), Emma, Mia = 6; Lily->she, Lily->he, Sue->she
+    # feminine cues: Lily, Lily, Sue, Sue, Emma, Mia; Lily -> she, Lily -> he, Sue -> (boundary), Sue -> she
     assert _c(ref["feminine"]["windowed"], 2, 1, 6) and ref["feminine"]["windowed"]["ratio"] == pytest.approx(1.5)
     assert _c(ref["masculine"]["windowed"], 1, 0, 3)  # Tom -> he; Ben, Ben: no pronoun after
     # frame bigram: " because she" twice, no " because he" / " when ..."

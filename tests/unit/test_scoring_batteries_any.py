@@ -158,3 +158,24 @@ def test_battery_view_reads_the_rescore_group_and_writes_its_own_summary(tmp_pat
     changed = battery_info(write_battery(other[:2], tmp_path / "x" / "ood.jsonl"))
     with pytest.raises(ValueError, match="the file changed or another battery has its name"):
         _scored_store(*RunDir(run).rescore_location("ood"), other[:2], changed)
+
+
+def test_train_refuses_rvp4_on_the_builtin_world_before_anything_is_written(reference_battery, tmp_path, capsys):
+    from cluster.cli import main
+
+    out = tmp_path / "out"
+    assert main(["train", "--battery", reference_battery, "--out", str(out), "--no-progress"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "2,955 of 3,156 items hold words outside the tokenizer's vocabulary" in err and "--max-unknown 1" in err
+    assert not out.exists()
+
+
+def test_a_sweep_with_a_mostly_unknown_battery_is_refused_before_it_starts(reference_battery, tmp_path):
+    from cluster.sweep_plan import plan_sweep
+    from runner.grid import GridError
+    from tests.helpers import tiny_grid_spec
+
+    spec = tiny_grid_spec(tmp_path / "g.toml", probes_extra=f'battery = "{reference_battery}"')
+    with pytest.raises(GridError, match=r"\[probes\]: probes.battery: 2,955 of 3,156 items"):
+        plan_sweep(spec, tmp_path / "sw")
+    assert not (tmp_path / "sw").exists()
