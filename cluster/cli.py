@@ -29,6 +29,7 @@ from cluster.cli_base import (
     main,
     plain_log,
 )
+from cluster.cli_checks import show_files, warn_short
 from cluster.cli_corpus import corpus_config as _corpus_config
 from cluster.cli_corpus import rows_fill_context, run_corpus
 from cluster.cli_plan import ARM_OPTION, PRESET_OPTION, preset_config
@@ -189,6 +190,7 @@ def train(
                         {**({"battery": str(battery)} if battery else {}),
                          **({"max_unknown": max_unknown} if max_unknown is not None else {})}, dose)
     check_quarantine(prereg, {cfg.run_id: cfg.train.seed}, unseal, "train")
+    warn_short([cfg])
     try:
         prepare_run(cfg, out)
     except ValueError as e:
@@ -216,22 +218,21 @@ def show(
     --battery NAME: those of a rescored battery. A run of a seed quarantined by the prereg is
     refused unless unsealed."""
     from runner.analysis.verdicts import run_seeds
-    from runner.report.plots import plot_run
     from runner.report.tables import figures_table, trajectory_table
     from runner.store import is_run_dir
-    from runner.trajectory import write_summary
+    from runner.trajectory import summary_of
 
     if not is_run_dir(run):
         raise UserError(f"{run} is not a run folder (no run.json); pass runs/<run-id>")
     check_quarantine(prereg, run_seeds([run]), unseal, "show")
     with scores_of(battery):
-        summary = write_summary(run)
+        summary = summary_of(run)  # computed; --json writes nothing (a read-only archive works)
         if as_json:
             print(json.dumps(summary, indent=2))
             return
         console.print(trajectory_table(run, every=every))
         console.print(figures_table(summary))
-        console.print(f"plot: {plot_run(run, figures=summary['families'])}")
+        console.print(show_files(run, summary), markup=False)
 
 
 
@@ -275,6 +276,7 @@ def sweep(
         raise UserError(str(e)) from None
     out = out or Path("runs/sweeps") / g.name
     check_quarantine(prereg, {c.label: c.seed for c in g.cells()}, unseal, "sweep")
+    warn_short(c.config for c in g.cells())
     try:
         res = run_sweep(spec, out, address=address, num_cpus=num_cpus, progress=progress, dashboard=dashboard,
                         node_ip=node_ip_address, log=plain_log, reuse=reuse)

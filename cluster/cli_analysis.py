@@ -148,6 +148,7 @@ def verdict(
     """Score every run and every registered prediction; print a scoreboard and write JSON.
     --battery NAME: on the scores of a rescored battery."""
 
+    from cluster.cli_checks import READ_ONLY
     from runner._io import write_json_atomic
     from runner.analysis.verdicts import verdict as compute
 
@@ -162,7 +163,13 @@ def verdict(
         raise UserError(str(e)) from None
     print_verdict(v, f"runs under {prereg}" + (f", battery {battery}" if battery else ""))
     dest = json_out or (path / (f"verdict-{battery}.json" if battery else "verdict.json"))
-    write_json_atomic(dest, json.loads(json.dumps(v, default=str)))
+    try:
+        write_json_atomic(dest, json.loads(json.dumps(v, default=str)))
+    except OSError as e:  # the runs are a read-only archive: the scoreboard above stands
+        if json_out is not None or e.errno not in READ_ONLY:
+            raise
+        console.print(f"{dest} not written ({path} is read-only); pass --json PATH to keep the verdict")
+        return
     console.print(f"wrote {dest}")
 
 

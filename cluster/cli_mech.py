@@ -134,8 +134,8 @@ def public(
     from runner.world.batteries import BatteryError
 
     if source.startswith("run:"):  # ungrok runs are seeded: their quarantine applies
-        check_quarantine(prereg, run_seeds([Path(source[4:]) / m.strip() for m in models.split(",")]), unseal,
-                         "public")
+        runs = [d for m in models.split(",") for d in [Path(source[4:]) / m.strip()] if (d / "run.json").exists()]
+        check_quarantine(prereg, run_seeds(runs), unseal, "public")
     fams = [f.strip() for f in families.split(",")] if families else None
     try:
         res = run_public([m.strip() for m in models.split(",")], revisions, source, battery, out,
@@ -144,8 +144,8 @@ def public(
     except (PublicError, BatteryError) as e:
         raise UserError(str(e)) from None
     console.print(f"scored {res['scored']}, skipped {res['skipped']} (already scored), failed {len(res['failed'])}; "
-                  f"{res['wall_seconds']} s; start token {'prepended' if bos else 'none'}"
-                  f"{' (ungrok runs: as trained)' if source.startswith('run:') else ''}. "
+                  f"{res['wall_seconds']} s; start token: "
+                  f"{'as each run trained' if source.startswith('run:') else 'prepended' if bos else 'none'}. "
                   f"Runs: {', '.join(res['runs'])}")
     console.print(f"next: ungrok report {out}")
     if res["failed"]:

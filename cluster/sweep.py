@@ -51,6 +51,7 @@ from cluster.sweep_plan import (  # noqa: F401
 )
 from cluster.sweep_ui import LiveTable, status_table, sweep_status  # noqa: F401
 from runner._io import hold_folder, utcnow
+from runner.grid import GridError
 
 # _train_cell's time stamp (its body is edited elsewhere; it names _now): utcnow to the second
 _now = partial(utcnow, "seconds")
@@ -236,6 +237,8 @@ def run_sweep(spec_file: str | Path, sweep_dir: str | Path, *, address: str | No
     """
     import ray
 
+    if num_cpus is not None and num_cpus < 1:
+        raise GridError(f"--num-cpus {num_cpus}: the local Ray needs at least 1 CPU (leave it out for all)")
     plan = plan_sweep(spec_file, sweep_dir, list(reuse or []))
     if address is not None and not ray.is_initialized():
         check_reachable(address)  # a dead address fails here, before the folder is made

@@ -54,8 +54,13 @@ class Sweep:
 
 
 def stream_key(cfg) -> str:
-    """Cells with equal keys train on the same stream (corpus, dose, intervention families, seed)."""
-    iv = (list(cfg.dose_families), cfg.intervention.seed) if cfg.dose != "none" else None
+    """Cells with equal keys train on the same stream (corpus, dose, intervention families, seed and
+    the edit's settings: classes, reference, matched, and the window when it receives the whole dose)."""
+    iv = None
+    if cfg.dose != "none":
+        x = cfg.intervention
+        iv = (list(cfg.dose_families), x.seed, list(x.classes), x.reference, x.matched,
+              [x.start_step, x.end_step, cfg.train.steps] if x.whole_dose else None)
     return json.dumps([cfg.corpus.model_dump(mode="json"), cfg.dose, iv], sort_keys=True)
 
 
@@ -127,6 +132,10 @@ def plan_sweep(spec_file: str | Path, sweep_dir: str | Path, reuse: list[Path] |
     existing = d / "grid.toml"
     if existing.exists() and load_grid(existing) != spec:
         raise GridError(f"{d} holds a sweep of a different grid spec; use another --out")
+    for src in reuse:  # a typo must not silently recompute everything
+        if not (Path(src) / "grid.toml").is_file():
+            raise GridError(f"--reuse {src}: not a sweep folder (no grid.toml there); pass a folder `ungrok sweep` "
+                            "wrote, e.g. runs/sweeps/<name>")
     cells = tuple(spec.cells())
     skipped = tuple(c for c in cells if group_complete(d / "store.zarr", f"runs/{c.run_id}"))
     done = {c.run_id for c in skipped}

@@ -1,164 +1,211 @@
-"""The two doses a grid can name: ``kill:<rate>`` and ``rescue:<dose>``.
+"""The paper's two doses: ``kill:<p>`` (or ``kill:ratio=<r>``) and ``rescue:<d>`` (d in units of delta).
 
-Each builds an *intervened stream*: a corpus folder beside its base corpus, built once per
-(base corpus, dose, families, edit seed) and shared by every training seed, with a manifest
-that records what was done and the support the model will actually see (counted on the
-intervened stream by the same support counter as every corpus).
+- ``kill:p``: the paper's kill (:mod:`interventions.kill`): every targeted-class cue whose first
+  answer within the window is the rule's has that one answer token replaced by the prior's,
+  independently with probability p; eligible sites found on the original stream; token count and
+  every other token byte-identical (checked on every build). ``kill:ratio=r`` solves p for the
+  closed-form post-edit ratio r on the corpus at hand. The manifest records, per family and
+  targeted class, S, C, the eligible and flipped events, the closed-form and realised ratios and
+  the recount on the edited stream.
+- ``rescue:d``: the paper's rescue (:mod:`interventions.rescue`): symmetric documents of rule
+  evidence, d x delta targeted-class events per token (delta: ``intervention.reference``, the
+  paper's 1.67175e-3 by default), token-matched by default; injected events counted after
+  tokenization must equal the target; the disjointness gate runs before the stream is written.
 
-- ``kill:p`` flips rule-winning events to counter-evidence at rate p, in place (token count and
-  positions preserved exactly; the manifest records eligible and flipped events per family and
-  class, and the sha256 of the edited stream).
-- ``rescue:d`` injects rule-winning events at d x a reference density: the rule events per token
-  of the built-in ``stories`` corpus (contested mode of the support counter, i.e. events where the
-  rule beat a live competitor, summed over cue classes), measured on a ``stories`` corpus of the
-  same size and seed as the run's corpus. Injected rows are mixed into the stream at seeded
-  positions; injected events are counted after tokenization and must equal the target; the
-  disjointness gate runs before the stream is written.
-
-Both are discovered by :data:`runner.doses.DOSES` through the entry points ``ungrok.doses``
-(``pyproject.toml``), so a RunConfig's ``dose`` may name them whatever was imported before.
+ungrok's earlier edits are ``kill-contested`` and ``rescue-contest`` (:mod:`interventions.contested`).
+All are discovered by :data:`runner.doses.DOSES` through the entry points ``ungrok.doses``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from functools import partial
-from pathlib import Path
+import random
 
 import numpy as np
 
 from runner.config import CorpusConfig, RunConfig
-from runner.data.corpora import build_corpus, load_corpus, write_corpus
-from runner.data.support import corpus_support, count_support, pooled, token_ids
+from runner.data.corpora import build_corpus, load_corpus
+from runner.data.matching import TokenStream, TokenTable
+from runner.data.rvp_support import class_counts, count_rvp_rows, family_sites
+from runner.doses import parse_dose_key
 from runner.scoring import battery_for
-from runner.world.rules import RULES
+from runner.world.rules import RULES, InductionRule
 
+from .base import Dose, corpus_stream
+from .contested import KILL_CONTESTED, RESCUE_CONTEST, KillContested, RescueContest  # noqa: F401
 from .gate import check_disjoint
-from .registry import FLIPS, INJECTS, InterventionError
-
-REFERENCE_CORPUS = "stories"
-
-
-def _dest(cfg: RunConfig, base: Path) -> Path:
-    key = {"dose": cfg.dose, "families": list(cfg.dose_families), "seed": cfg.intervention.seed}
-    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
-    return base.parent / f"{base.name}-{cfg.dose.replace(':', '')}-{h}"
+from .kill import apply_flips, as_rvp, check_in_place, draw_flips, kill_report, plan_kill, solve_rate, targets_of
+from .registry import InterventionError
+from .rescue import PAPER_DELTA, document, plan_slots
 
 
-def _existing(dest: Path, config: dict) -> Path | None:
-    mf = dest / "manifest.json"
-    if not mf.exists():
-        return None
-    if json.loads(mf.read_text())["config"] != config:
-        raise InterventionError(f"{dest} holds a different intervened stream; remove it")
-    return dest
-
-
-def _config(cfg: RunConfig, base_path: Path) -> dict:
-    """What names an intervened stream: its base corpus (config and sha256), dose, families, seed."""
-    m = json.loads((base_path / "manifest.json").read_text())
-    return {"base": m["config"], "base_sha256": m["sha256"], "dose": cfg.dose,
-            "families": list(cfg.dose_families), "seed": cfg.intervention.seed}
-
-
-class _Dose:
-    """The shared build: reuse a stream whose manifest matches, else edit the base corpus's rows
-    (``edit``, per intervention), count the support the model will see on the result, and write
-    the stream atomically beside the base corpus with a manifest of what was done."""
-
-    name = ""
-
-    def build(self, cfg: RunConfig, level: float, base_path: Path) -> Path:
-        config, dest = _config(cfg, base_path), _dest(cfg, base_path)
-        if _existing(dest, config):
-            return dest
-        base = load_corpus(base_path)
-        tok = base.tokenizer
-        rows, gen = self.edit(cfg, level, base, tok)
-        support = count_support(rows, tok, cfg.probes.families, pad_id=base.pad_id)
-        gen = {"kind": self.name, "base_corpus": str(base_path), **gen}
-        return write_corpus(dest, rows, tok, config, gen, support=support)
-
-    def edit(self, cfg: RunConfig, level: float, base, tok) -> tuple[np.ndarray, dict]:
-        raise NotImplementedError
-
-
-class Kill(_Dose):
-    """Flip rule-winning events to counter-evidence in place at rate p (0 < p <= 1)."""
+class Kill(Dose):
+    """The paper's kill at rate p (0 < p <= 1), or at the rate that gives a target ratio."""
 
     name = "kill"
+    level_keys = ("ratio",)
 
     def check_level(self, level: float) -> None:
         if not 0.0 < level <= 1.0:
             raise ValueError(f"kill rate {level} must be in (0, 1]")
 
+    def check_keyed(self, key: str, value: float) -> None:
+        if value < 0:
+            raise ValueError(f"kill target {key} {value} must be >= 0")
+
     def edit(self, cfg: RunConfig, level: float, base, tok) -> tuple[np.ndarray, dict]:
-        rows, per_family = base.rows, {}
+        _, key, _ = parse_dose_key(cfg.dose)
+        stream, posmap = corpus_stream(base)
+        table = TokenTable.of(tok)
+        ids, per_family, flipped = stream.ids, {}, []
         for f in cfg.dose_families:
-            res = FLIPS.get(f)(rows, RULES.get(f), tok, level, cfg.intervention.seed)
-            rows = res.rows
-            per_family[f] = {"eligible": res.eligible, "flipped": res.flipped, "n_flipped": res.n_flipped}
-        changed = int((rows != base.rows).sum())
-        n_flipped = sum(v["n_flipped"] for v in per_family.values())
-        if rows.shape != base.rows.shape or changed != n_flipped or \
-                int((rows != base.pad_id).sum()) != base.n_tokens:
-            raise RuntimeError(f"kill changed {changed} tokens for {n_flipped} flips or moved tokens; this is a bug")
-        if n_flipped == 0:
-            raise InterventionError(f"dose {cfg.dose}: no rule-winning event found in {base.path} for "
-                                    f"{list(cfg.dose_families)}; nothing to kill (is it a template corpus?)")
-        return rows, {"rate": level, "per_family": per_family, "tokens_changed": changed}
+            fam = RULES.get(f)
+            plan = plan_kill(stream, fam, table, targets_of(fam, cfg.intervention.classes))  # the original stream
+            rule = sum(v["rule"] for v in plan.before.values())
+            prior = sum(v["prior"] for v in plan.before.values())
+            try:
+                rate = solve_rate(rule, prior, level) if key == "ratio" else level
+            except ValueError as e:
+                raise InterventionError(f"dose {cfg.dose}: {f} {list(plan.classes)}: {e}") from None
+            flips = draw_flips(plan, rate, cfg.intervention.seed)
+            ids = apply_flips(ids, plan, flips)
+            flipped.append(plan.positions[flips])
+            per_family[f] = kill_report(plan, flips, rate) | ({"target_ratio": level} if key else {})
+        allflips = np.concatenate(flipped) if flipped else np.zeros(0, np.int64)
+        if not len(allflips):
+            raise InterventionError(f"dose {cfg.dose}: no eligible rule event of {list(cfg.dose_families)} "
+                                    f"(classes {list(cfg.intervention.classes) or 'default'}) in {base.path}")
+        check_in_place(stream.ids, ids, allflips, f"dose {cfg.dose}")
+        self._recount(TokenStream(ids, stream.starts), table, per_family, single=len(per_family) == 1)
+        flat = np.asarray(base.rows).reshape(-1).copy()
+        flat[posmap] = ids
+        rows = flat.reshape(base.rows.shape)
+        if int((rows != np.asarray(base.rows)).sum()) != len(np.unique(allflips)):
+            raise RuntimeError("kill moved tokens; this is a bug")
+        return rows, {"per_family": per_family, "tokens_changed": int(len(np.unique(allflips)))}
+
+    @staticmethod
+    def _recount(edited: TokenStream, table: TokenTable, per_family: dict, single: bool) -> None:
+        """Add the recount of each targeted class on the edited stream; with one family, it must
+        equal the realised ratio exactly (with several, one family's flips may move another's events)."""
+        for f, rep in per_family.items():
+            fam = as_rvp(RULES.get(f))
+            counts = class_counts(family_sites(edited, fam, table, rep["mode"]))
+            for cls, c in rep["classes"].items():
+                rc = counts[cls]
+                c["recount"] = {"rule": rc["rule"], "prior": rc["prior"],
+                                "ratio": rc["rule"] / rc["prior"] if rc["prior"] else None}
+                if single and (rc["rule"], rc["prior"]) != (c["rule"] - c["flipped_events"],
+                                                            c["prior"] + c["flipped_events"]):
+                    raise RuntimeError(f"kill of {f}/{cls}: recount {rc} differs from the edit's; this is a bug")
 
 
-class Rescue(_Dose):
-    """Inject rule-winning events at d x the reference density (d > 0)."""
+class Rescue(Dose):
+    """The paper's rescue at d x delta (d > 0)."""
 
     name = "rescue"
 
     def check_level(self, level: float) -> None:
         if not level > 0.0:
-            raise ValueError(f"rescue dose {level} must be > 0")
+            raise ValueError(f"rescue dose {level} must be > 0 (in units of delta)")
 
     @staticmethod
-    def reference_density(cfg: RunConfig, families, corpora_dir: Path) -> dict[str, dict]:
-        """Rule events per token of the built-in ``stories`` corpus, per family."""
-        ref_cfg = CorpusConfig(name=REFERENCE_CORPUS, seed=cfg.corpus.seed, n_stories=cfg.corpus.n_stories,
-                               story_tokens=cfg.corpus.story_tokens)
-        ref_path = build_corpus(ref_cfg, corpora_dir)
-        counts = corpus_support(ref_path, families)
-        n_tokens = load_corpus(ref_path).n_tokens
-        out = {}
-        for f in families:
-            p = pooled(counts[f], "contested")
-            out[f] = {"corpus": str(ref_path), "mode": "contested", "rule_events": p["rule"], "n_tokens": n_tokens,
-                      "per_token": p["rule"] / n_tokens}
-        return out
+    def delta(cfg: RunConfig, fam: InductionRule, target: str, corpora_dir) -> dict:
+        """delta: the targeted class's windowed rule events per token of the reference."""
+        ref = cfg.intervention.reference
+        if ref == "paper":
+            return {"reference": "paper (TinyStories)", "per_token": PAPER_DELTA}
+        try:
+            return {"reference": "given", "per_token": float(ref)}
+        except ValueError:
+            pass
+        path = build_corpus(CorpusConfig(name=ref, seed=cfg.corpus.seed, n_stories=cfg.corpus.n_stories,
+                                         story_tokens=cfg.corpus.story_tokens), corpora_dir)
+        c = load_corpus(path)
+        counts = count_rvp_rows(c.rows, c.tokenizer, [as_rvp(fam)], pad_id=c.pad_id)[fam.name][target]["windowed"]
+        return {"reference": str(path), "rule_events": counts["rule"], "n_tokens": c.n_tokens,
+                "per_token": counts["rule"] / c.n_tokens}
 
     def edit(self, cfg: RunConfig, level: float, base, tok) -> tuple[np.ndarray, dict]:
+        iv = cfg.intervention
+        factor = cfg.train.steps / ((iv.end_step or cfg.train.steps) - iv.start_step) if iv.whole_dose else 1.0
+        rows = np.array(base.rows)
+        pad, width = base.pad_id, rows.shape[1]
+        order = _neutral_order(base, [RULES.get(f) for f in cfg.dose_families], iv.seed)
+        items, per_family, added = battery_for(cfg), {}, []
+        for f in cfg.dose_families:
+            fam = _rescuable(RULES.get(f), tok, cfg.dose)
+            (target,) = targets_of(fam, iv.classes)[:1]
+            d = self.delta(cfg, fam, target, base.path.parent)
+            n = int(round(level * d["per_token"] * base.n_tokens * factor))
+            if n == 0:
+                raise InterventionError(f"dose {cfg.dose}: {level:g} x delta ({d['per_token']:.3g}/token) x "
+                                        f"{base.n_tokens:,} tokens rounds to 0 events for {f}; raise the dose")
+            lengths = (rows != pad).sum(1)
+            slots = plan_slots(fam, n, lengths, order, None if iv.matched else width)
+            rng = random.Random(f"ungrok/rescue-paper/{f}/{iv.seed}")
+            docs = [" ".join(document(fam, rng, L, cl)) for L, cl in zip(slots.lengths, slots.classes)]
+            inj = np.full((len(docs), width), pad, dtype=rows.dtype)
+            for i, enc in enumerate(tok.encode_batch(docs)):
+                if len(enc.ids) != slots.lengths[i]:
+                    raise InterventionError(f"dose {cfg.dose}: an injected document tokenizes to {len(enc.ids)} "
+                                            f"tokens, not {slots.lengths[i]}; rescue needs the world's tokenizer")
+                inj[i, : len(enc.ids)] = enc.ids
+            got = count_rvp_rows(inj, tok, [as_rvp(fam)], pad_id=pad, multi_token_cues=True)[fam.name]
+            if any((c["windowed"]["rule"], c["windowed"]["prior"]) != (n, 0) for c in got.values()):
+                raise RuntimeError(f"{f}: injected {got}, asked for {n} rule events per class; this is a bug")
+            check_disjoint(items, tuple(w for c in fam.cue_classes for w in fam.rescue_cues[c]),
+                           lambda docs=docs: docs, inj, tok)
+            removed = [r for r in slots.rows if r >= 0]
+            per_family[f] = {"target_class": target, "delta": d, "events_per_class": n, "whole_dose_factor": factor,
+                             "documents": len(docs), "injected_tokens": int((inj != pad).sum()),
+                             "removed_rows": len(removed), "removed_tokens": int(lengths[removed].sum())}
+            if iv.matched:
+                rows[removed] = inj
+                order = order[~np.isin(order, removed)]
+            else:
+                added.append(inj)
+        return self._finish(cfg, base, rows, added, per_family, tok)
 
-        fams = list(cfg.dose_families)
-        for f in fams:
-            fam = RULES.get(f)
-            missing = [w for cls in fam.cue_classes for w in fam.rescue_cues.get(cls, ()) if not token_ids(tok, w)]
-            if missing:
-                raise InterventionError(f"dose {cfg.dose}: the corpus tokenizer lacks the rescue words of {f} "
-                                        f"(e.g. {missing[0]!r}); rescue needs the built-in world's vocabulary")
-        ref = self.reference_density(cfg, fams, base.path.parent)
-        items = battery_for(cfg)
-        injected, per_family = [], {}
-        for f in fams:
-            target = int(round(level * ref[f]["per_token"] * base.n_tokens))
-            res = INJECTS.get(f)(RULES.get(f), tok, target, base.rows.shape[1], cfg.intervention.seed)
-            if res.events != target:
-                raise RuntimeError(f"{f}: injected {res.events} rule events, asked for {target}; this is a bug")
-            check_disjoint(items, res.cues, partial(res.texts, tok), res.rows, tok)  # GateError names the string
-            injected.append(res.rows)
-            per_family[f] = {"target_events": target, "injected_events": res.events, "injected_rows": len(res.rows),
-                             "injected_tokens": int((res.rows != base.pad_id).sum()), "reference": ref[f]}
-        allrows = np.concatenate([base.rows, *injected])
-        order = np.random.default_rng([cfg.intervention.seed, 7]).permutation(len(allrows))
-        return allrows[order], {"dose": level, "per_family": per_family, "base_rows": int(len(base.rows)),
-                                "base_tokens": base.n_tokens}
+    @staticmethod
+    def _finish(cfg: RunConfig, base, rows, added, per_family: dict, tok) -> tuple[np.ndarray, dict]:
+        if added:
+            rows = np.concatenate([rows, *added])
+            rows = rows[np.random.default_rng([cfg.intervention.seed, 7]).permutation(len(rows))]
+        elif int((rows != base.pad_id).sum()) != base.n_tokens or rows.shape != base.rows.shape:
+            raise RuntimeError("a token-matched rescue changed the token count; this is a bug")
+        fams = [as_rvp(RULES.get(f)) for f in per_family]
+        before = count_rvp_rows(base.rows, tok, fams, pad_id=base.pad_id, multi_token_cues=True)
+        after = count_rvp_rows(rows, tok, fams, pad_id=base.pad_id, multi_token_cues=True)
+        for f, rep in per_family.items():
+            t = rep["target_class"]
+            rep["windowed_before"], rep["windowed_after"] = before[f][t]["windowed"], after[f][t]["windowed"]
+        return rows, {"dose": cfg.dose, "matched": cfg.intervention.matched, "per_family": per_family,
+                      "base_rows": int(len(base.rows)), "base_tokens": base.n_tokens,
+                      "tokens": int((rows != base.pad_id).sum())}
+
+
+def _rescuable(fam, tok, dose: str) -> InductionRule:
+    if not isinstance(fam, InductionRule) or not fam.rescue_cues or not fam.rescue_template:
+        raise InterventionError(f"dose {dose}: {fam.name} has no rescue cues and frame disjoint from the probes "
+                                "(rescue_cues, rescue_template): the paper's rescue injects the built-in families only")
+    missing = [w for c in fam.cue_classes for w in fam.rescue_cues[c] if tok.token_to_id(w) is None]
+    if missing:
+        raise InterventionError(f"dose {dose}: the corpus tokenizer lacks the rescue words of {fam.name} "
+                                f"(e.g. {missing[0]!r}); rescue needs the built-in world's vocabulary")
+    return fam
+
+
+def _neutral_order(base, fams, seed: int) -> np.ndarray:
+    """Row indices, rows with the fewest cues of ``fams`` first (seeded order among equals)."""
+    stream, posmap = corpus_stream(base)
+    table = TokenTable.of(base.tokenizer)
+    width = base.rows.shape[1]
+    cues = np.zeros(len(base.rows), np.int64)
+    for fam in fams:
+        fam = as_rvp(fam)
+        s = family_sites(stream, fam, table, "a_an" if fam.kind == "a_an" else "windowed")
+        np.add.at(cues, posmap[s.cue_start] // width, 1)
+    return np.lexsort((np.random.default_rng([seed, 11]).random(len(cues)), cues))
 
 
 # The instances the dose registry discovers (entry points ``ungrok.doses`` in pyproject.toml).

@@ -128,9 +128,11 @@ def analyse_family(run_dir: str | Path, family: str, measures: tuple[str, ...] =
         res["decompose"] = _timed(t, "decompose", lambda: decompose_series(rows, readouts(run_dir, steps), conflict))
     if "decode" in measures:
         res["decode"] = _timed(t, "decode", decodability_series, rows, labels, frames)
-    ctx = run_context(run_dir, items)
-    batteries = family_batteries(ctx)
-    models = {"peak": load_model(run_dir, pf["peak"]), "final": load_model(run_dir, pf["final"])}
+    ctx, batteries, models = None, {}, {}
+    if {"carrier", "crosspatch", "direction"} & set(measures):  # the measures that run the model
+        ctx = run_context(run_dir, items)
+        batteries = family_batteries(ctx)
+        models = {"peak": load_model(run_dir, pf["peak"]), "final": load_model(run_dir, pf["final"])}
     if "carrier" in measures:
         res["carrier"] = _timed(t, "carrier", _carrier, res["decompose"], steps, pf, models, batteries[family],
                                 rows, labels)

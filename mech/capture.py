@@ -54,8 +54,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 import zarr
-from safetensors.torch import load_file
 from jaxtyping import Float
+from safetensors.torch import load_file
 from torch import Tensor
 
 from runner.model import load_model, weights_path

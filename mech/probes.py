@@ -29,7 +29,8 @@ from jaxtyping import Int
 from torch import Tensor
 
 from runner.config import RunConfig
-from runner.scoring import battery_for
+from runner.scoring import battery_for, stored_bos
+from runner.store import RunDir
 from runner.world import vocab as V
 from runner.world.batteries import ProbeItem
 from runner.world.rules import RULES, InductionRule
@@ -63,7 +64,11 @@ def run_context(run_dir: str | Path, items: list[ProbeItem] | None = None) -> Ru
     json.loads((run_dir / "run.json").read_text())  # a run folder: fail early otherwise
     tok = Tokenizer.from_file(str(run_dir / "tokenizer.json"))
     pad = tok.token_to_id(V.PAD)
-    return RunContext(run_dir, cfg, tok, tok.token_to_id(V.BOS), 0 if pad is None else pad,
+    try:  # the start token training scored with (the store records it; a BPE corpus's is its EOT)
+        bos = stored_bos(RunDir(run_dir).training_store_attrs(), tok)
+    except FileNotFoundError:
+        bos = tok.token_to_id(V.BOS)
+    return RunContext(run_dir, cfg, tok, bos, 0 if pad is None else pad,
                       battery_for(cfg) if items is None else list(items))
 
 

@@ -79,6 +79,16 @@ def write_json_atomic(path: str | Path, obj, default=None) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, default=default))
 
 
+def read_json(path: str | Path):
+    """A JSON file's content; a damaged file (empty, cut short, edited) is a ValueError naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno}): the file is damaged (cut short?); "
+                         "restore it, or move its run out of the folder") from None
+
+
 def field_error(e: "ValidationError", hint=None) -> str:
     """``loc.of.field: message`` for a pydantic error (the first one); ``hint(loc)`` may replace
     the message of an unknown-field error with what is allowed there."""

@@ -9,16 +9,13 @@ its dims::
     <family>/step (step,)                 the coordinate along 'step'
     <family>/item (item,)                 item ids, the coordinate along 'item'
     <family>/condition|split|template_id  (item,) strings
-    <family>/logp_correct (step, item)    log p(correct continuation)
-    <family>/logp_distractor (step, item)
+    <family>/logp_correct|logp_distractor (step, item)   log p(continuation), summed over its tokens
     <family>/n_tokens_correct|n_tokens_distractor|unknown (item,)   continuation lengths, unknown token
-    <family>/acc_<condition>_<split> (step,), <family>/lnd_<condition>_<split> (step,)
-    <family>/cm (step,), <family>/pm (step,)
-    rescore/<battery>/...                 another battery scored after training (``ungrok rescore``),
-                                          the same layout (its train/loss copied from the run's)
+    <family>/acc_<condition>_<split>, lnd_<condition>_<split>, cm, pm (step,)
+    rescore/<battery>/...   a battery scored after training (``ungrok rescore``), the same layout
 
 Attributes: ``battery`` (name, path, sha256), ``bos``/``bos_id`` (the start token prepended when
-scoring), ``tokens`` (items holding the tokenizer's unknown token), ``families``, ``n_complete``.
+scoring), ``tokens`` (items holding unknown tokens), ``families``, ``n_complete``.
 
 Atomicity: rows are appended (resize + write, one chunk per checkpoint) and only then is the
 group attribute ``n_complete`` advanced. Readers use the first ``n_complete`` rows; a process
@@ -28,7 +25,6 @@ the run finishes.
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -38,7 +34,7 @@ from typing import Any, cast
 import numpy as np
 import zarr
 
-from runner._io import dense_chunks, missing_chunks
+from runner._io import dense_chunks, missing_chunks, read_json
 from runner._io import utcnow as _utcnow
 from runner.world.batteries import ProbeItem
 
@@ -49,10 +45,9 @@ _VIEW: ContextVar[str | None] = ContextVar("ungrok_battery_view", default=None)
 
 @contextmanager
 def battery_view(name: str | None):
-    """Within the block every :class:`RunDir` reads (and summarises) the scores of battery
-    ``name``: the group ``rescore/<name>`` that ``ungrok rescore`` wrote, or the training-time
-    group when ``name`` is the battery the run was trained with. None: the training-time group.
-    What ``show``, ``verdict`` and ``report --battery NAME`` run inside."""
+    """Within the block every :class:`RunDir` reads and summarises the scores of battery ``name``
+    (``rescore/<name>``, or the training-time group for the battery the run trained with; None: the
+    training-time group): what ``show``, ``verdict`` and ``report --battery NAME`` run inside."""
     token = _VIEW.set(name)
     try:
         yield
@@ -155,7 +150,7 @@ class RunDir:
         """Where the run's training-time scores live: ``run.json``'s ``store`` entry (a sweep's
         shared store), else ``<run>/store.zarr`` at its root."""
         if self.meta.exists():
-            loc = json.loads(self.meta.read_text()).get("store")
+            loc = read_json(self.meta).get("store")
             if loc:
                 return (self.path / loc["path"]).resolve(), loc["group"]
         return self.path / "store.zarr", ""
@@ -172,9 +167,16 @@ class RunDir:
         rescored = _join(group, RESCORE, name)
         if (path / rescored / "zarr.json").exists() or not (path / group / "zarr.json").exists():
             return rescored
-        trained = zarr.open_group(str(path), mode="r", use_consolidated=False)
-        battery = cast(Any, (trained[group] if group else trained).attrs.get("battery")) or {}
+        battery = cast(Any, self.training_store_attrs().get("battery")) or {}
         return group if battery.get("name") == name else rescored
+
+    def training_store_attrs(self) -> dict:
+        """The training-time group's attributes, read-only; FileNotFoundError before it exists."""
+        path, group = self.training_location()
+        if not (path / group / "zarr.json").exists():
+            raise FileNotFoundError(f"{self.path}: no scores yet (expected a zarr group at {path}/{group})")
+        root = zarr.open_group(str(path), mode="r", use_consolidated=False)
+        return dict((root[group] if group else root).attrs)
 
     def rescored(self) -> list[str]:
         """Names of the batteries rescored on this run (its ``rescore/`` groups)."""

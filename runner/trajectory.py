@@ -258,14 +258,18 @@ def run_figures(store: RunStore, k: Classifier = Classifier()) -> dict:
 
 def write_summary(run_dir: str | Path, k: Classifier = Classifier()) -> dict:
     """Write (atomically) and return a run's ``summary.json``: its figures per family under ``k``."""
-    run_dir = Path(run_dir)
+    summary = summary_of(run_dir, k)
+    write_json_atomic(RunDir(run_dir).summary, summary)  # <run>/rescore/<name>/ in a battery view
+    return summary
+
+
+def summary_of(run_dir: str | Path, k: Classifier = Classifier()) -> dict:
+    """What :func:`write_summary` writes, computed only (nothing is written: a read-only run works)."""
     store = open_run_store(run_dir)
-    summary = {
+    return {
         "run_id": store.attrs.get("run_id"),
         "complete": bool(store.attrs.get("complete")),
         "last_step": int(store.steps()[-1]) if store.n_complete else None,
         "classifier": asdict(k),
         "families": run_figures(store, k),
     }
-    write_json_atomic(RunDir(run_dir).summary, summary)  # <run>/rescore/<name>/ in a battery view
-    return summary

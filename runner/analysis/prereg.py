@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from runner import __version__
 from runner._io import utcnow, write_json_atomic
+from runner.analysis.prereg_check import check_names
 from runner.config import field_error, load_toml_model
 from runner.trajectory import Classifier
 
@@ -214,7 +215,7 @@ def _git_commit(cwd: Path) -> str | None:
 def lock(path: str | Path) -> dict:
     """Lock the prereg: refuse if already locked (amend instead)."""
     path = Path(path)
-    parse(path)  # a malformed prereg cannot be locked
+    check_names(parse(path), path, PreregError)  # malformed, or naming what no verdict knows: not locked
     lp = lock_path(path)
     if lp.exists():
         raise PreregError(f"{path} is already locked ({lp}); change it with `ungrok prereg amend {path}`")
@@ -275,6 +276,8 @@ def verify(path: str | Path) -> dict:
     """The lock record, after checking the file's hash, the amendment chain and the unseal log."""
     path = Path(path)
     lp = lock_path(path)
+    if not path.is_file():
+        raise PreregError(f"prereg file {str(path)!r} does not exist; pass the locked prereg TOML")
     if not lp.exists():
         raise PreregError(f"{path} is not locked; run `ungrok prereg lock {path}` before reading any data")
     rec = json.loads(lp.read_text())
@@ -305,6 +308,7 @@ def _check_additions(path: str | Path, rec: dict, add: dict) -> dict:
         new = Additions.model_validate(add)
     except ValidationError as e:
         raise PreregError(f"amendment additions: {field_error(e)}") from None
+    check_names(new, "amendment additions", PreregError)
     ids = new.ids()
     have = [p.id for kind in KINDS for p, _ in Locked(path=str(path), prereg=parse(path), record=rec).registered(kind)]
     dup = sorted({i for i in ids if ids.count(i) > 1 or i in have})

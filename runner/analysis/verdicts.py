@@ -29,7 +29,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
+from runner._io import field_error, read_json
 from runner.analysis.dose_response import cross_model, dose_response
 from runner.analysis.prereg import Locked
 from runner.analysis.quarantine import refuse_quarantined
@@ -89,10 +91,14 @@ def bootstrap_ci(steps, correct: np.ndarray, diff: np.ndarray, k: Classifier, se
 def run_identity(run_dir: Path) -> dict:
     """corpus, budget, seed, dose (and kind) of a run: from its RunConfig, or, for a scored public
     checkpoint series, from ``run.json``'s ``identity`` (corpus = the model's name)."""
-    meta = json.loads((run_dir / "run.json").read_text())
+    meta = read_json(run_dir / "run.json")
     if "identity" in meta:
         return {**meta["identity"], "n_params": meta.get("n_params")}
-    cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())
+    try:
+        cfg = RunConfig.model_validate(read_json(run_dir / "config.json"))
+    except ValidationError as e:
+        raise ValueError(f"{run_dir / 'config.json'}: {field_error(e)}; the file is damaged or from another "
+                         "version: restore it, or move the run out of the folder") from None
     return {"kind": "trained", "corpus": cfg.corpus.name, "budget": cfg.train.budget, "seed": cfg.train.seed,
             "dose": cfg.dose, "window": cfg.intervention.window if cfg.dose != "none" else "",
             "n_params": meta.get("n_params")}

@@ -34,6 +34,7 @@ asked for.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 from dataclasses import dataclass
@@ -366,7 +367,12 @@ def corpus_support(corpus_dir, families: Iterable[str], k: int = 16, multi_token
         fams.update(count_support(c.rows if stream is None else stream[None, :], c.tokenizer, rvp, pad_id=c.pad_id,
                                   k=k, multi_token_cues=multi_token_cues) if rvp else {})
         for f in missing:
-            write_json_atomic(cache_path(cdir, keys[f]), {"key": keys[f], "n_tokens": c.n_tokens, "counts": fams[f]})
+            try:
+                write_json_atomic(cache_path(cdir, keys[f]), {"key": keys[f], "n_tokens": c.n_tokens,
+                                                              "counts": fams[f]})
+            except OSError as e:  # a read-only archive: counted, not cached
+                if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise
             out[f] = fams[f]
     return {f: out[f] for f in families}
 

@@ -9,7 +9,7 @@ from runner._io import atomic_path
 from runner.analysis.audit import Calibration, survival_line
 from runner.analysis.dose_response import treatment
 from runner.store import RunDir, open_run_store
-from runner.trajectory import DISPLACED, NEVER, RECOVERED, Classifier, write_summary
+from runner.trajectory import DISPLACED, NEVER, RECOVERED, Classifier, summary_of
 
 TOP, BOTTOM = 1.02, -0.02  # the accuracy axes' limits
 
@@ -88,7 +88,7 @@ def plot_run(run_dir: str | Path, path: str | Path | None = None, figures: dict 
     run_dir = Path(run_dir)
     k = classifier or Classifier()
     store = open_run_store(run_dir)
-    figures = figures if figures is not None else write_summary(run_dir, k)["families"]
+    figures = figures if figures is not None else summary_of(run_dir, k)["families"]
     fams = store.families()
     fig, axes = plt.subplots(2, len(fams), figsize=(6.2 * len(fams), 6.4), squeeze=False, sharex="col",
                              gridspec_kw={"height_ratios": [3, 2]})

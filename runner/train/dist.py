@@ -50,7 +50,8 @@ def ensure_process_group() -> tuple[int, int]:
             ifname = {} if "GLOO_SOCKET_IFNAME" in os.environ else {"GLOO_SOCKET_IFNAME": _loopback_ifname()}
             os.environ.update(ifname)
             try:
-                tdist.init_process_group(backend, store=tdist.HashStore(), rank=0, world_size=1)
+                store = tdist.HashStore()  # pyright: ignore[reportPrivateImportUsage]
+                tdist.init_process_group(backend, store=store, rank=0, world_size=1)
             finally:
                 for k in ifname:
                     os.environ.pop(k, None)

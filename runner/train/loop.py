@@ -37,6 +37,7 @@ from runner.store import RunDir, RunStore, group_complete
 from runner.train.callbacks import Callbacks, TrainCallback, TrainContext, default_callbacks
 from runner.train.dist import device, ensure_process_group
 from runner.train.optim import Schedule, build_optimizer
+from runner.world.batteries import check_cells
 
 
 def prepare_run(cfg: RunConfig, out: str | Path) -> Path:
@@ -57,6 +58,7 @@ def check_probes(cfg: RunConfig) -> None:
     """Refuse a malformed battery, or one the built-in world's tokenizer (known before its corpus
     is built) leaves mostly unknown; other corpora are checked once built, before the run starts."""
     items = battery_for(cfg)
+    check_cells(items, cfg.probes.battery or "probes")  # heldout conflict and agree items in every family
     if cfg.corpus.is_world:
         check_unknown(encode_battery(items, world_tokenizer(), None, cfg.model.n_ctx), cfg.probes.max_unknown,
                       "probes.battery")

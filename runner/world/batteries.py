@@ -39,6 +39,13 @@ class ProbeItem(BaseModel):
     chance: float = 0.5
     item_id: str
 
+    @field_validator("condition")
+    @classmethod
+    def _condition(cls, v: str) -> str:
+        if v not in CONDITIONS:
+            raise ValueError(f"condition must be one of {CONDITIONS}, got {v!r}")
+        return v
+
     @field_validator("split")
     @classmethod
     def _split(cls, v: str) -> str:
@@ -65,6 +72,8 @@ def write_battery(items: Iterable[ProbeItem], path: str | Path) -> Path:
 def read_battery(path: str | Path) -> list[ProbeItem]:
     """Read a JSONL battery; a malformed line raises BatteryError naming the line and field."""
     path = Path(path)
+    if path.is_dir():
+        raise BatteryError(f"battery {str(path)!r} is a folder, not a file; pass the battery's JSONL file")
     if not path.is_file():
         raise BatteryError(f"battery file {str(path)!r} does not exist; pass a JSONL file path")
     items: list[ProbeItem] = []
@@ -95,6 +104,19 @@ def read_battery(path: str | Path) -> list[ProbeItem]:
     if not items:
         raise BatteryError(f"battery file {str(path)!r} holds no items")
     return items
+
+
+def check_cells(items: list[ProbeItem], where: str) -> None:
+    """Every family a run trains with needs heldout ``conflict`` items (the diagnostic) and heldout
+    ``agree`` items (the control): the classifier reads both; without them a run would train to
+    the end and then have no figures (checked by ``runner.train.prepare_run``)."""
+    have = {(it.family, it.condition) for it in items if it.split == "heldout"}
+    for fam in dict.fromkeys(it.family for it in items):
+        for cond in ("conflict", "agree"):
+            if (fam, cond) not in have:
+                raise BatteryError(f"{where}: family {fam!r} has no heldout {cond} items; the classifier reads "
+                                   "heldout conflict (the diagnostic) and heldout agree (the control) accuracy: "
+                                   "add them, or leave the family out")
 
 
 def select(items: Iterable[ProbeItem], *, family: str | None = None, condition: str | None = None,

@@ -49,7 +49,7 @@ def test_preset_auto_precision_is_bf16_autocast_on_cuda(tmp_path):
     sec["train"].update(steps=40, batch_size=16, budget="packed", seed=1)
     sec["schedule"] = {"every": 20}
     sec["probes"] = {"n_per_cell": 8, "n_neutral": 4}
-    cfg = RunConfig(**sec)
+    cfg = RunConfig.model_validate(sec)
     seen = _Seen()
     run = train_run(cfg, tmp_path, progress=False, log=lambda *_: None, callbacks=[seen])
     assert seen.device.type == "cuda" and json.loads((run / "run.json").read_text())["precision"] == "bf16"

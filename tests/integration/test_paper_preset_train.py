@@ -48,7 +48,7 @@ def tiny_paper(sha: str, battery: str) -> RunConfig:
     sec["train"].update(steps=STEPS, batch_size=8, budget="dn1.5", seed=3)
     sec["schedule"] = {"every": 10, "dense_every": 5, "dense_start": 10, "dense_end": 25}
     sec["probes"] = {"battery": battery}
-    return RunConfig(**sec)
+    return RunConfig.model_validate(sec)
 
 
 class _Seen(TrainCallback):

@@ -109,7 +109,7 @@ def test_muon_updates_exactly_the_block_matrices():
     # one step: each matrix moves as a lone Muon would move it, everything else as a lone AdamW would
     for p in model.parameters():
         p.grad = torch.randn_like(p)
-    ref = {n: (p.detach().clone(), p.grad.clone()) for n, p in model.named_parameters()}
+    ref = {n: (p.detach().clone(), torch.as_tensor(p.grad).clone()) for n, p in model.named_parameters()}
     opt.step()
     for n, p in model.named_parameters():
         w = torch.nn.Parameter(ref[n][0].clone())
@@ -138,6 +138,7 @@ def test_muon_and_adamw_state_round_trips():
     opt.step()
     state = opt.state_dict()
     again = build_optimizer(o, model)
+    assert isinstance(opt, MuonAdamW) and isinstance(again, MuonAdamW)
     again.load_state_dict(state)
     assert [g["lr"] for g in again.param_groups] == [g["lr"] for g in opt.param_groups]
     assert again.param_groups[0] is again.parts[0].param_groups[0]  # groups still shared after loading
@@ -147,7 +148,7 @@ def test_muon_and_adamw_state_round_trips():
 
 def test_muon_with_zero_sharding_is_refused_with_the_fix():
     with pytest.raises(ValueError, match="optim.name 'muon' needs train.zero_stage 0"):
-        RunConfig(optim={"name": "muon"}, train={"zero_stage": 1})
+        RunConfig.model_validate({"optim": {"name": "muon"}, "train": {"zero_stage": 1}})
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")

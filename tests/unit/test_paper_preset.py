@@ -88,8 +88,8 @@ def test_relu2_needs_the_nanochat_arch():
 
 def test_default_run_ids_are_unchanged_by_the_new_fields():
     assert RunConfig().run_id == "web-packed-s42-6a72c3886d"
-    assert RunConfig(optim={"name": "muon"}).run_id != RunConfig().run_id
-    assert RunConfig(model={"logit_soft_cap": 15.0}).run_id != RunConfig().run_id
+    assert RunConfig.model_validate({"optim": {"name": "muon"}}).run_id != RunConfig().run_id
+    assert RunConfig.model_validate({"model": {"logit_soft_cap": 15.0}}).run_id != RunConfig().run_id
 
 
 # ---- the preset in grids and the train command ---------------------------------------------------

@@ -60,10 +60,13 @@ def test_reuse_plans_a_copy_of_cells_complete_in_a_source(tmp_path):
     cell = plan_sweep(g, src).cells[0]
     _mark_complete(src, cell.run_id)
     (src / "runs" / cell.run_id).mkdir(parents=True)
+    prepare_sweep(g, tmp_path / "elsewhere")  # a sweep that holds nothing complete
     plan = plan_sweep(g, d, [tmp_path / "elsewhere", src])
     assert plan.reused == {cell.run_id: str(src)} and plan.skipped == ()
     assert cell not in plan.to_run and len(plan.to_run) == 5
     assert not d.exists()
+    with pytest.raises(GridError, match="--reuse .*/srcc: not a sweep folder"):  # a typo is not ignored
+        plan_sweep(g, d, [tmp_path / "srcc"])
 
 
 GOOD = 'name = "x"\n[axes]\ncorpora = ["web"]\nbudgets = ["packed"]\nseeds = [1]\n'
