@@ -39,7 +39,8 @@ from cluster.cli_support import FAMILIES_HELP
 
 @corpus_app.command("intervene")
 def corpus_intervene(
-    dose: str = typer.Argument(..., help="kill:<rate> | rescue:<dose>, e.g. kill:0.437 or rescue:3"),
+    dose: str = typer.Argument(..., help="kill:<rate> | kill:ratio=<r> | rescue:<d> (x delta) | kill-contested:<rate> "
+                                         "| rescue-contest:<dose>, e.g. kill:1.0 or rescue:3"),
     preset: str = typer.Option("stories", help="base corpus: stories | web | synthetic | hf:<dataset folder>"),
     seed: int = typer.Option(0, help="corpus generator seed"),
     out: Path = typer.Option(Path("runs/corpora"), help="parent folder of built corpora"),
@@ -52,6 +53,7 @@ def corpus_intervene(
     from rich.table import Table
 
     from interventions import InterventionError
+    from interventions.doses import describe
     from runner.config import RunConfig
     from runner.data.streams import build_streams
     from runner.data.support import pooled
@@ -80,10 +82,7 @@ def corpus_intervene(
         t.add_column(col)
     for f in fams:
         g = m["generator"]["per_family"][f]
-        edit = (f"{g['n_flipped']:,} of {sum(g['eligible'].values()):,} rule-winning events flipped"
-                if m["generator"]["kind"] == "kill" else
-                f"{g['injected_events']:,} events injected in {g['injected_rows']:,} rows "
-                f"({g['reference']['per_token']:.3g}/token x {m['generator']['dose']:g})")
+        edit = describe(m["generator"], g)
         ratios = [f"{pooled(sup, mode)['ratio']:.3g}" for mode in ("contested", "windowed")
                   for sup in (before[f], m["support"][f])]
         t.add_row(f, edit, *ratios)
@@ -143,10 +142,12 @@ def _train_config(config: Optional[Path], preset: Optional[str], arm: Optional[s
 
     if config is None:
         return rows_fill_context(preset_config(preset, arm, corpus(), train=train, probes=probes, dose=dose))
+    if not config.is_file():
+        raise UserError(f"--config {config}: no such file; pass a RunConfig JSON (a run's config.json)")
     try:
         return RunConfig.model_validate_json(config.read_text())
     except ValidationError as e:
-        raise UserError(_validation_message(e)) from None
+        raise UserError(_validation_message(e, f"--config {config}: ")) from None
 
 
 @app.command()
@@ -224,6 +225,8 @@ def show(
 
     if not is_run_dir(run):
         raise UserError(f"{run} is not a run folder (no run.json); pass runs/<run-id>")
+    if every < 1:
+        raise UserError(f"--every {every}: show every Nth checkpoint, N >= 1")
     check_quarantine(prereg, run_seeds([run]), unseal, "show")
     with scores_of(battery):
         summary = summary_of(run)  # computed; --json writes nothing (a read-only archive works)
@@ -365,6 +368,7 @@ def demo(
 
 # Register the remaining commands on the same app (import for the side effect).
 from cluster import cli_analysis, cli_classify, cli_corpus, cli_mech, cli_plan, cli_rescore  # noqa: E402,F401
+from cluster import cli_baseline  # noqa: E402,F401
 
 __all__ = ["app", "main"]
 

@@ -88,9 +88,13 @@ def mech_appendix(
 
 
 def _mech_run(stage: str, path: Path, address, kw: dict) -> list[dict]:
-    from cluster.mech_stage import run_stage
+    from cluster.mech_stage import complete_runs, run_stage
+    from runner.store import RunDir
 
     try:
+        bare = [r for r in complete_runs(path) if not RunDir(r).weight_files()]
+        if bare:  # e.g. a copy without its weights/ folder: mech reads the saved weights of every checkpoint
+            raise UserError(f"{bare[0]}: no saved weights (weights/step_*.safetensors); mech {stage} needs them")
         res = run_stage(stage, path, address=address, log=console.print, **kw)
     except (ValueError, FileNotFoundError) as e:
         raise UserError(str(e)) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from mech.public import (
     PublicError,
@@ -47,7 +48,7 @@ def run_public(models: list[str], revisions: str, source: str, battery: str | Pa
         task = ray.remote(_score_task).options(num_cpus=cpus_per_task, max_retries=2)
         kw = {"battery": str(Path(battery).resolve()), "batch_size": batch_size, "bos": bos, "max_unknown": max_unknown}
         refs = {task.remote(m, r, source, str(out.resolve()), kw): (m, r) for m, r in todo}
-        bar = _bar(len(refs)) if progress and refs else None
+        bar = _bar(len(refs), log) if progress and refs else None
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1, timeout=5.0)
@@ -98,7 +99,29 @@ def _check(models: list[str], revisions: str, source: str, battery: str | Path,
     return revs_of
 
 
-def _bar(total: int):
+class _Lines:
+    """The bar's plain-text twin for a log (stdout not a terminal): ``advance`` / ``stop``."""
+
+    def __init__(self, total: int, log) -> None:
+        from runner._progress import Ticker
+
+        self.n, self.t = 0, Ticker("public: scoring checkpoints", total, unit="checkpoints", log=log)
+
+    def advance(self, _task) -> None:
+        self.n += 1
+        if self.n < (self.t.total or 0):
+            self.t.update(self.n)
+
+    def stop(self) -> None:
+        self.t.done_line(self.n)
+
+
+def _bar(total: int, log=print) -> tuple[Any, Any]:
+    """A rich bar on a terminal, plain progress lines through ``log`` otherwise: ``(bar, task)``."""
+    from runner._progress import plain_progress
+
+    if plain_progress():
+        return _Lines(total, log), None
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

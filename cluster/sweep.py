@@ -49,8 +49,9 @@ from cluster.sweep_plan import (  # noqa: F401
     reuse_complete,
     stream_key,
 )
-from cluster.sweep_ui import LiveTable, status_table, sweep_status  # noqa: F401
+from cluster.sweep_ui import LiveTable, ProgressLines, status_table, sweep_status  # noqa: F401
 from runner._io import hold_folder, utcnow
+from runner._progress import PREFIX, fmt_seconds, plain_progress
 from runner.grid import GridError
 
 # _train_cell's time stamp (its body is edited elsewhere; it names _now): utcnow to the second
@@ -107,15 +108,32 @@ def build_streams_first(plan: SweepPlan, log=print) -> dict[str, str]:
     if refs:
         log(f"building {len(refs)} stream(s) before training")
     broken: dict[str, str] = {}
-    for ref, c in refs.items():
+    t0 = time.time()
+    for i, (ref, c) in enumerate(refs.items(), 1):
+        what = f"stream {i}/{len(refs)} ({c.corpus} / {c.dose})"
         try:
-            ray.get(ref)
+            _get_logged(ref, what, t0, log)
+            log(f"{PREFIX} {what}: built ({fmt_seconds(time.time() - t0)} since the builds began)")
         except Exception as e:  # the task's own error (RayTaskError wraps it)
+            log(f"{PREFIX} {what}: failed")
             cause = getattr(e, "cause", None) or e
             if isinstance(cause, InterventionError):
                 raise StreamError(f"stream of {c.corpus} / {c.dose}: {type(cause).__name__}: {cause}") from None
             broken[stream_key(c.config)] = "".join(traceback.format_exception(e))[-4000:]
     return {c.run_id: broken[stream_key(c.config)] for c in plan.to_run if stream_key(c.config) in broken}
+
+
+def _get_logged(ref, what: str, t0: float, log, every: float = 30.0):
+    """``ray.get(ref)``, with a line every ``every`` seconds while it waits (a build can take
+    minutes, and a log that says nothing looks dead)."""
+    import ray
+    from ray.exceptions import GetTimeoutError
+
+    while True:
+        try:
+            return ray.get(ref, timeout=every)
+        except GetTimeoutError:
+            log(f"{PREFIX} {what}: still building ({fmt_seconds(time.time() - t0)} since the builds began)")
 
 
 class StreamError(RuntimeError):
@@ -245,6 +263,7 @@ def run_sweep(spec_file: str | Path, sweep_dir: str | Path, *, address: str | No
     with hold_folder(sweep_dir, "sweep folder"):
         sw = prepare_sweep(spec_file, sweep_dir)
         copy_reused(plan, log)
-        cbs = [ManifestWriter(sw), *([LiveTable(sw.dir)] if progress else []), *callbacks]
+        shown = [ProgressLines(sw.dir, log) if plain_progress() else LiveTable(sw.dir)] if progress else []
+        cbs = [ManifestWriter(sw), *shown, *callbacks]
         return run_cells(plan, cbs, address=address, num_cpus=num_cpus, dashboard=dashboard, node_ip=node_ip,
                          log=log)

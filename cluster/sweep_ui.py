@@ -75,3 +75,45 @@ class LiveTable(SweepCallback):
             self.live.update(status_table(self.dir))
             self.live.stop()
             self.live = None
+
+
+class ProgressLines(SweepCallback):
+    """The live table's plain-text twin for a log (stdout not a terminal): per cell, a line when
+    it is submitted, every N steps or 30 s while it trains (its last scored step, steps/s, ETA)
+    and when it ends (see :mod:`runner._progress`). Read from the store by the driver, so it
+    needs no worker output (Ray runs with ``log_to_driver=False``)."""
+
+    def __init__(self, sweep_dir: str | Path, log=print, every: int | None = None,
+                 seconds: float | None = None, poll_seconds: float = 5.0) -> None:
+        self.dir, self.log, self.every, self.seconds = Path(sweep_dir), log, every, seconds
+        self.poll_seconds, self._last = poll_seconds, 0.0
+        self.tickers: dict = {}  # run_id -> Ticker, for cells submitted by this driver
+
+    def on_cell_start(self, cell) -> None:
+        from runner._progress import Ticker
+
+        steps = cell.config.train.steps
+        self.tickers[cell.run_id] = t = Ticker(f"cell {cell.label}", steps, every=self.every,
+                                               seconds=self.seconds, log=self.log)
+        t.update(0, "submitted", force=True)
+
+    def on_poll(self) -> None:
+        if not self.tickers or time.time() - self._last < self.poll_seconds:
+            return
+        self._last = time.time()
+        for r in sweep_status(self.dir):
+            t = self.tickers.get(r["run_id"])
+            if t is not None and r["step"] is not None and r["state"] != "complete":
+                t.update(r["step"], f"label {r['label']}" if r["label"] else "")
+
+    def on_cell_done(self, cell, result: dict) -> None:
+        t = self.tickers.pop(cell.run_id, None)
+        if t is not None:
+            t.done_line(info=f"complete (node {str(result.get('node_id', '?'))[:8]})")
+
+    def on_cell_failed(self, cell, error: str) -> None:
+        from runner._progress import PREFIX
+
+        self.tickers.pop(cell.run_id, None)
+        last = (error or "").strip().splitlines()[-1:] or ["?"]
+        self.log(f"{PREFIX} cell {cell.label}: failed: {last[0][:120]}")

@@ -74,6 +74,9 @@ class Dose:
     level_keys: tuple[str, ...] = ()
 
     def build(self, cfg: RunConfig, level: float, base_path: Path) -> Path:
+        if cfg.intervention.whole_dose and (self.name != "rescue" or not cfg.intervention.window):
+            raise InterventionError(f"dose {cfg.dose}: intervention.whole_dose puts a rescue's whole dose into its "
+                                    "window: it needs dose rescue:<d> and a window (start_step and/or end_step)")
         config = stream_config(cfg, base_path, f"{self.name}/{self.edit_id}")
         dest = stream_dest(cfg, base_path, config)
         if existing(dest, config):

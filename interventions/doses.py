@@ -208,6 +208,25 @@ def _neutral_order(base, fams, seed: int) -> np.ndarray:
     return np.lexsort((np.random.default_rng([seed, 11]).random(len(cues)), cues))
 
 
+def describe(generator: dict, g: dict) -> str:
+    """One line of what a dose did to one family (``generator``: an intervened stream's manifest
+    section; ``g``: its ``per_family`` entry), for ``ungrok corpus intervene``."""
+    kind = generator["kind"]
+    if kind == "kill":
+        return "; ".join(f"{c}: {x['flipped_events']:,} of {x['eligible_events']:,} rule events flipped at "
+                         f"p={g['rate']:.3g}, ratio {x['ratio_before']:.3g} -> {x['recount']['ratio']:.3g} "
+                         f"(closed form {x['closed_form_ratio']:.3g})" for c, x in g["classes"].items())
+    if kind == "rescue":
+        return (f"{g['events_per_class']:,} events per class in {g['documents']:,} documents "
+                f"({g['delta']['per_token']:.3g}/token x {generator['dose']}; {g['removed_rows']:,} rows replaced); "
+                f"{g['target_class']} windowed {g['windowed_before']['rule']:,}:{g['windowed_before']['prior']:,} -> "
+                f"{g['windowed_after']['rule']:,}:{g['windowed_after']['prior']:,}")
+    if kind == "kill-contested":
+        return f"{g['n_flipped']:,} of {sum(g['eligible'].values()):,} contested rule wins flipped"
+    return (f"{g['injected_events']:,} contests injected in {g['injected_rows']:,} rows "
+            f"({g['reference']['per_token']:.3g}/token x {generator['dose']:g})")
+
+
 # The instances the dose registry discovers (entry points ``ungrok.doses`` in pyproject.toml).
 KILL = Kill()
 RESCUE = Rescue()

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 
 from runner._io import write_json_atomic
-from runner.model import load_model, weights_path
+from runner.model import load_model
 from runner.scoring import encode_battery
 from runner.store import open_run_store
 from runner.trajectory import Classifier, smoothed
 
-from .capture import checkpoint_steps, torch_threads
+from .capture import checkpoint_steps, load_weights, torch_threads
 from .crosspatch import asymmetry, cross_patch
 from .decode import class_direction, decodability_series, depth_stack
 from .decompose import DECOMPOSE_KINDS, decompose_series, head_share, readout
@@ -64,12 +64,10 @@ def peak_and_final(run_dir: str | Path, family: str, steps: list[int], k: Classi
 
 def readouts(run_dir: str | Path, steps: list[int]) -> dict:
     """:class:`mech.decompose.Readout` of every checkpoint (one model, weights loaded per step)."""
-    from safetensors.torch import load_file
-
     model = load_model(run_dir, steps[0])
     out = {}
     for s in steps:
-        model.load_state_dict(load_file(str(weights_path(run_dir, s))))
+        load_weights(model, run_dir, s)
         out[s] = readout(model)
     return out
 
@@ -100,7 +98,9 @@ def _carrier(dec: dict, steps: list[int], pf: dict, models: dict, battery, rows:
 
 def _directions(rows: FamilyRows, step: int, labels: np.ndarray) -> dict[int, np.ndarray]:
     keep = labels != ""
-    classes = list(dict.fromkeys(sorted(set(labels[keep].tolist()))))
+    classes = sorted(set(labels[keep].tolist()))
+    if len(classes) != 2:  # the direction is a difference of two class means
+        return {}
     X = depth_stack(rows.at(step))[:, keep]
     return {d: class_direction(X[d], labels[keep], classes) for d in range(X.shape[0])}
 

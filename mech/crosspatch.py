@@ -96,20 +96,32 @@ def _sub_battery(enc: EncodedBattery, idx: list[int]) -> EncodedBattery:
     return EncodedBattery(items=[enc.items[i] for i in idx], tokens=enc.tokens[rows], cont_mask=enc.cont_mask[rows])
 
 
+def _chunks(enc: EncodedBattery, chunk: int) -> list[EncodedBattery]:
+    return [_sub_battery(enc, list(range(i, min(i + chunk, enc.n)))) for i in range(0, enc.n, chunk)]
+
+
 @torch.no_grad()
-def patched_cm(src, dst, enc: EncodedBattery, patch: list[str] | None, chunk: int = 64) -> float:
-    """Mean log p(correct) - log p(distractor) over ``enc``'s items, run on ``dst`` with the
-    components in ``patch`` (None or []: nothing) taken from ``src``; ``chunk`` items per forward
-    (the source cache covers the same chunk)."""
-    diffs = []
+def source_caches(src, subs: list[EncodedBattery]) -> list[dict]:
+    """The source model's component activations on each chunk (what every patch reads)."""
     keep = set(_cache_names(src))
-    for i in range(0, enc.n, chunk):
-        sub = _sub_battery(enc, list(range(i, min(i + chunk, enc.n))))
+    return [dict(src.run_with_cache(sub.tokens, names_filter=lambda n: n in keep)[1].items()) for sub in subs]
+
+
+@torch.no_grad()
+def patched_cm(src, dst, enc: EncodedBattery, patch: list[str] | None, chunk: int = 64,
+               caches: list[dict] | None = None) -> float:
+    """Mean log p(correct) - log p(distractor) over ``enc``'s items, run on ``dst`` with the
+    components in ``patch`` (None or []: nothing) taken from ``src``; ``chunk`` items per forward,
+    ``caches``: :func:`source_caches` of those chunks (computed here when not given)."""
+    subs = _chunks(enc, chunk)
+    if patch and caches is None:
+        caches = source_caches(src, subs)
+    diffs = []
+    for j, sub in enumerate(subs):
         hooks: Hooks = []
-        if patch:
-            _, cache = src.run_with_cache(sub.tokens, names_filter=lambda n: n in keep)
-            for label in patch:
-                hooks += BUILDERS[_kind(label)](cache, src, dst, label)
+        for label in patch or []:
+            assert caches is not None
+            hooks += BUILDERS[_kind(label)](caches[j], src, dst, label)
         with scoped_hooks(dst, hooks):
             lpc, lpd = continuation_logprobs(dst, sub, batch_size=2 * sub.n)
         diffs.append(lpc - lpd)
@@ -126,9 +138,10 @@ def cross_patch(src, dst, enc: EncodedBattery, labels: list[str] | None = None) 
     """Every component of ``src`` swapped alone into ``dst``: ``{"cm_src", "cm_dst",
     "components": {label: {"cm", "fraction"}}, "best": label}`` (best = largest fraction)."""
     cm_src, cm_dst = patched_cm(src, src, enc, None), patched_cm(dst, dst, enc, None)
+    caches = source_caches(src, _chunks(enc, 64))  # once: every component reads the same source run
     rows = {}
     for label in labels or components(dst):
-        cm = patched_cm(src, dst, enc, [label])
+        cm = patched_cm(src, dst, enc, [label], caches=caches)
         rows[label] = {"cm": cm, "fraction": fraction(cm, cm_dst, cm_src)}
     finite = {k: v["fraction"] for k, v in rows.items() if np.isfinite(v["fraction"])}
     return {"cm_src": cm_src, "cm_dst": cm_dst, "components": rows,

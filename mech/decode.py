@@ -66,8 +66,11 @@ def cross_frame_accuracy(X: np.ndarray, y: np.ndarray, frame: np.ndarray) -> flo
 
 def decodability_series(rows, labels: np.ndarray, frames: np.ndarray) -> list[list[float]]:
     """``(step, depth)`` cross-frame accuracies for the rows of :class:`mech.source.FamilyRows`
-    where ``labels`` is not empty (cue-carrying items)."""
+    where ``labels`` is not empty (cue-carrying items); NaN throughout when those items do not
+    fall into exactly two frames."""
     keep = labels != ""
+    if len(set(frames[keep].tolist())) != 2:
+        return [[float("nan")] * (1 + rows.arrays["resid_post"].shape[2]) for _ in rows.steps]
     out = []
     for step in rows.steps:
         Xd = depth_stack(rows.at(step))[:, keep]

@@ -38,11 +38,10 @@ Hooks = list[tuple[str, Callable]]
 
 
 def family_batteries(ctx: RunContext, split: str = "heldout") -> dict[str, tuple[EncodedBattery, list]]:
-    """Per family, its ``split`` items (conflict and agree) encoded for scoring: what CM needs."""
+    """Per family, its ``split`` conflict items encoded for scoring: what CM needs."""
     out = {}
     for fam in ctx.families:
-        its = [it for it in ctx.items
-               if it.family == fam and it.split == split and it.condition in ("conflict", "agree")]
+        its = [it for it in ctx.items if it.family == fam and it.split == split and it.condition == "conflict"]
         if its:
             out[fam] = (encode_battery(its, ctx.tokenizer, ctx.bos_id, ctx.cfg.model.n_ctx, pad_id=ctx.pad_id), its)
     return out

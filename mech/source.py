@@ -27,10 +27,10 @@ from typing import Any, Callable
 import numpy as np
 import zarr
 
-from runner.model import load_model, weights_path
+from runner.model import load_model
 
 from . import names as N
-from .capture import available_kinds, capture_location, capture_probes, capture_run, checkpoint_steps
+from .capture import available_kinds, capture_location, capture_probes, capture_run, checkpoint_steps, load_weights
 from .probes import ProbeTensors, encode_probes, run_context
 
 SOURCES = ("auto", "capture", "weights")
@@ -96,13 +96,11 @@ def _read(g: Any, kinds: tuple[str, ...], steps: list[int], probes: ProbeTensors
 def recompute(run_dir: str | Path, probes: ProbeTensors, kinds: tuple[str, ...], steps: list[int],
               batch_size: int = 64) -> dict[str, np.ndarray]:
     """The same rows as a capture, computed in memory from each checkpoint's weights."""
-    from safetensors.torch import load_file
-
     model = load_model(run_dir, steps[0])
     kinds = available_kinds(model, kinds)
     per: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
     for s in steps:
-        model.load_state_dict(load_file(str(weights_path(run_dir, s))))
+        load_weights(model, run_dir, s)
         got = capture_probes(model, probes, kinds, batch_size)
         for k in kinds:
             per[k].append(got[k])
@@ -140,6 +138,8 @@ def family_rows(run_dir: str | Path, family: str, kinds: tuple[str, ...], steps:
         why = _missing(g, kinds, steps, probes)
     if not why:
         return FamilyRows(family, steps, probes, _read(g, kinds, steps, probes), "capture")
+    if log and source == "auto":
+        log(f"{family}: the capture cannot serve ({', '.join(why)}); recomputing from the weights")
     if source == "capture":
         raise FileNotFoundError(f"{run_dir}: the capture of {family!r} cannot serve this analysis ({', '.join(why)}); "
                                 f"capture it (ungrok mech capture {run_dir}) or pass --capture")

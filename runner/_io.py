@@ -44,8 +44,29 @@ def honour_umask(path: str | Path) -> Path:
 
 
 def make_temp_dir(parent: str | Path, prefix: str) -> Path:
-    """``tempfile.mkdtemp`` in ``parent`` with the umask's mode (see :func:`honour_umask`)."""
-    return honour_umask(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    """``tempfile.mkdtemp`` in ``parent`` with the umask's mode (see :func:`honour_umask`), named
+    ``<prefix><pid>@<host>~<random>``. Folders of this prefix left by a dead process of this
+    host (a build killed by SIGKILL) are removed first; another host's are left alone."""
+    import glob
+    import shutil
+    import socket
+
+    parent, host = Path(parent), socket.gethostname()
+    for old in parent.glob(f"{glob.escape(prefix)}*@*~*") if parent.is_dir() else ():
+        pid, _, rest = old.name[len(prefix):].partition("@")
+        if pid.isdigit() and rest.rpartition("~")[0] == host and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return honour_umask(tempfile.mkdtemp(dir=parent, prefix=f"{prefix}{os.getpid()}@{host}~"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 @contextmanager

@@ -9,16 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.config import JsonDict
 
 from runner._io import field_error, load_toml_model  # noqa: F401  (re-exported for grid, prereg, the CLI)
 from runner.doses import parse_dose
 from runner.world.batteries import read_battery
-from runner.world.presets import PRESETS
-from runner.world.rules import RULES
+from runner.world.presets import PRESETS, check_reference
+from runner.world.rules import RULES, known_classes
 
 _BUDGET_RE = re.compile(r"^(packed|dn(\d+(\.\d+)?))$")
 _BUILT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -275,17 +275,10 @@ class InterventionConfig(_Frozen):
     start_step: int = Field(default=0, ge=0)
     end_step: int | None = Field(default=None, gt=0)
     seed: int = Field(default=0, ge=0)
-    # The paper's edits (issue 18). ``classes``: the cue classes kill and rescue target (empty: each
-    # family's tested class, e.g. feminine; a/an: vowel). Not omitted at its default, on purpose:
-    # every dosed run made with ungrok's earlier edits has another id than the paper's edits.
-    classes: tuple[str, ...] = ()
-    # rescue's unit delta: "paper" (the paper's 1.67175e-3 targeted-class windowed rule events per
-    # token of TinyStories), a built-in preset measured at the run's size ("stories"), or a number
-    reference: str = Field(default="paper", json_schema_extra=_LATE)
-    matched: bool = Field(default=True, json_schema_extra=_LATE,
-                          description="rescue: remove as many tokens of neutral documents as injected")
-    whole_dose: bool = Field(default=False, json_schema_extra=_LATE,
-                             description="rescue: the steps window receives the whole run's dose")
+    classes: Annotated[tuple[str, ...], AfterValidator(known_classes)] = ()  # in every dosed id, on purpose
+    reference: Annotated[str, AfterValidator(check_reference)] = Field("paper", json_schema_extra=_LATE)
+    matched: bool = Field(True, json_schema_extra=_LATE)
+    whole_dose: bool = Field(False, json_schema_extra=_LATE)
 
     @property
     def window(self) -> str:
@@ -299,27 +292,6 @@ class InterventionConfig(_Frozen):
     @classmethod
     def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return known_families(v)
-
-    @field_validator("classes")
-    @classmethod
-    def _classes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        known = sorted({c for name in RULES for c in RULES.get(name).cue_classes})
-        for c in v:
-            if c not in known:
-                raise ValueError(f"intervention.classes: {c!r} is no family's cue class; known: {known}")
-        return v
-
-    @field_validator("reference")
-    @classmethod
-    def _reference(cls, v: str) -> str:
-        try:
-            if float(v) > 0:
-                return v
-        except ValueError:
-            if v == "paper" or v in PRESETS:
-                return v
-        raise ValueError(f"intervention.reference {v!r}: write 'paper' (the paper's delta 1.67175e-3), a built-in "
-                         f"preset to measure ({PRESETS.names()}) or a positive number of events per token")
 
     @model_validator(mode="after")
     def _window(self) -> "InterventionConfig":
@@ -371,9 +343,6 @@ class RunConfig(_Frozen):
                 if f not in self.probes.families:
                     raise ValueError(f"intervention.families: {f!r} is not a probed family {self.probes.families}; "
                                      "probe what you intervene on")
-            if self.intervention.whole_dose and self.intervention.window == "":
-                raise ValueError("intervention.whole_dose needs a window (start_step and/or end_step) to put the "
-                                 "whole dose into")
             if self.intervention.start_step >= self.train.steps:
                 raise ValueError(f"intervention.start_step ({self.intervention.start_step}) is past the last step "
                                  f"({self.train.steps})")

@@ -21,7 +21,7 @@ from collections import defaultdict
 import numpy as np
 
 from runner.analysis.stats import spearman
-from runner.doses import parse_dose
+from runner.doses import parse_dose_key
 from runner.trajectory import Classifier
 
 
@@ -37,7 +37,8 @@ def _by_treatment(runs: list[dict]) -> tuple[dict, dict]:
     for r in runs:
         if not r.get("complete") or r.get("sealed"):
             continue
-        name, level = parse_dose(r.get("dose", "none"))
+        name, key, level = parse_dose_key(r.get("dose", "none"))
+        name = f"{name} ({key}=)" if key else name  # kill:ratio=r: its own group, x = the target ratio
         if name == "none":
             baselines[(r["corpus"], r["budget"])].append(r)
         else:

@@ -11,12 +11,14 @@ uninterrupted one would.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from runner._progress import PREFIX, fmt_seconds
 from runner.config import RunConfig
 from runner.data.corpora import build_corpus
 from runner.doses import DOSES, parse_dose
@@ -107,11 +109,23 @@ class Streams:
         return rows[plan.indices(step)[lo:hi]]
 
 
-def build_streams(cfg: RunConfig, corpora_dir: str | Path) -> tuple[Path, Path | None]:
+def build_streams(cfg: RunConfig, corpora_dir: str | Path, log: Callable[[str], None] | None = None
+                  ) -> tuple[Path, Path | None]:
     """Build (or reuse) the run's corpus and, for a dosed run, its intervened stream beside it.
 
     The intervened stream depends on (corpus, dose, intervention families and seed) only, so
-    every training seed of a cell shares it."""
+    every training seed of a cell shares it. ``log``: a progress line as the build starts and
+    one as it ends (a corpus can take minutes to build)."""
+    if log is None:
+        return _build_streams(cfg, corpora_dir)
+    t0 = time.monotonic()
+    log(f"{PREFIX} streams of {cfg.run_id} (dose {cfg.dose}): building (or reusing) under {corpora_dir}")
+    out = _build_streams(cfg, corpora_dir)
+    log(f"{PREFIX} streams of {cfg.run_id}: ready in {fmt_seconds(time.monotonic() - t0)}")
+    return out
+
+
+def _build_streams(cfg: RunConfig, corpora_dir: str | Path) -> tuple[Path, Path | None]:
     base = build_corpus(cfg.corpus, corpora_dir)
     if cfg.dose == "none":
         return base, None

@@ -27,6 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from runner._progress import Ticker, plain_progress
 from runner.config import RunConfig
 from runner.model import save_weights
 from runner.scoring import append_scores, battery_info, encode_battery, init_scores, score_attrs
@@ -234,14 +235,44 @@ class ProgressBar(TrainCallback):
             self.p.stop()
 
 
+class ProgressLines(TrainCallback):
+    """The bar's plain-text twin for a log (stdout not a terminal): a line every N steps or 30 s
+    with step/total, steps/s, ETA and, once scored, the loss and the bar's figures (see
+    :mod:`runner._progress`); written with ``ctx.log``."""
+
+    def __init__(self, every: int | None = None, seconds: float | None = None) -> None:
+        self.every, self.seconds, self.info = every, seconds, ""
+        self.t: Ticker | None = None
+
+    def on_start(self, ctx: TrainContext) -> None:
+        self.fam = ctx.cfg.probes.families[0]
+        self.t = Ticker(f"train {ctx.cfg.run_id}", ctx.cfg.train.steps, start=ctx.start, every=self.every,
+                        seconds=self.seconds, log=ctx.log)
+        self.t.update(ctx.start, "resumed" if ctx.start else "started", force=True)
+
+    def on_checkpoint(self, ctx: TrainContext, step: int, loss: float) -> None:
+        acc = ctx.metrics.get(f"{self.fam}/acc_conflict_heldout", math.nan)
+        cm = ctx.metrics.get(f"{self.fam}/cm", math.nan)
+        self.info = f"loss {loss:.3f}  {self.fam} conflict {acc:.2f}  CM {cm:+.2f}"
+
+    def on_step(self, ctx: TrainContext, step: int) -> None:
+        if self.t is not None and step < ctx.cfg.train.steps:
+            self.t.update(step, self.info)
+
+    def on_end(self, ctx: TrainContext) -> None:
+        if self.t is not None:
+            self.t.done_line(ctx.cfg.train.steps, self.info)
+
+
 def default_callbacks(rank: int, progress: bool = True) -> list[TrainCallback]:
     """What every run does: on rank 0 score, save weights, save resume state, time the phases
-    and mark the store complete, write the summary (and show a bar if ``progress``); on other
-    ranks only the (collective) resume save."""
+    and mark the store complete, write the summary (and, if ``progress``, show a bar on a
+    terminal or write plain progress lines otherwise); on other ranks only the (collective)
+    resume save."""
     if rank != 0:
         return [SaveResume()]
-    return [ScoreProbes(), SaveWeights(), SaveResume(), PhaseTimer(), WriteSummary(),
-            *([ProgressBar()] if progress else [])]
+    shown = ([ProgressLines() if plain_progress() else ProgressBar()]) if progress else []
+    return [ScoreProbes(), SaveWeights(), SaveResume(), PhaseTimer(), WriteSummary(), *shown]
 
 
 # ---- optional features ------------------------------------------------------------------------

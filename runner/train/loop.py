@@ -77,7 +77,7 @@ def train_run(cfg: RunConfig, out: str | Path, *, callbacks: Sequence[TrainCallb
     torch.set_num_threads(cfg.train.threads)
     out = Path(out)
     run = RunDir(prepare_run(cfg, out))
-    corpus, dosed = _load_corpora(cfg, Path(corpora_dir) if corpora_dir else out / "corpora")
+    corpus, dosed = _load_corpora(cfg, Path(corpora_dir) if corpora_dir else out / "corpora", log if progress else None)
     tok = corpus.tokenizer
     bos_id, items = training_bos(tok, corpus.rows, corpus.manifest), battery_for(cfg)
     check_unknown(encode_battery(items, tok, bos_id, cfg.model.n_ctx), cfg.probes.max_unknown, "probes.battery")
@@ -120,9 +120,10 @@ def train_run(cfg: RunConfig, out: str | Path, *, callbacks: Sequence[TrainCallb
 # ---- preparation ------------------------------------------------------------------------------
 
 
-def _load_corpora(cfg: RunConfig, corpora_dir: Path) -> tuple[Corpus, Corpus | None]:
-    """Build (or reuse) the run's corpus and, for a dosed run, its intervened stream."""
-    base_path, dosed_path = build_streams(cfg, corpora_dir)
+def _load_corpora(cfg: RunConfig, corpora_dir: Path, log=None) -> tuple[Corpus, Corpus | None]:
+    """Build (or reuse) the run's corpus and, for a dosed run, its intervened stream (progress
+    lines through ``log`` unless None)."""
+    base_path, dosed_path = build_streams(cfg, corpora_dir, log)
     rows = cfg.corpus.story_tokens if cfg.corpus.is_built else None  # a real-text stream, cut to the run's rows
     return load_corpus(base_path, rows), (load_corpus(dosed_path, rows) if dosed_path else None)
 

@@ -30,3 +30,17 @@ PRESETS.register("web", SyntheticSpec(support=0.1))
 
 
 PRESETS.register("synthetic", SyntheticSpec(support=0.5))  # support must be given explicitly
+
+
+def check_reference(v: str) -> str:
+    """An intervention's rescue reference (its unit delta): ``paper`` (the paper's 1.67175e-3
+    targeted-class windowed rule events per token of TinyStories), a preset to measure at the run's
+    size (``stories``), or a positive number of events per token; else ValueError naming them."""
+    try:
+        if float(v) > 0:
+            return v
+    except ValueError:
+        if v == "paper" or v in PRESETS:
+            return v
+    raise ValueError(f"intervention.reference {v!r}: write 'paper' (the paper's delta 1.67175e-3), a built-in "
+                     f"preset to measure ({PRESETS.names()}) or a positive number of events per token")

@@ -25,6 +25,16 @@ from runner.world.batteries import ProbeItem
 RULES: Registry["RuleFamily"] = Registry("rule family")
 
 
+def known_classes(classes: tuple[str, ...]) -> tuple[str, ...]:
+    """``classes`` unchanged when each is a cue class of some registered family (an intervention's
+    targeted classes), else ValueError naming the known ones."""
+    known = sorted({c for name in RULES for c in RULES.get(name).cue_classes})
+    for c in classes:
+        if c not in known:
+            raise ValueError(f"intervention.classes: {c!r} is no family's cue class; known: {known}")
+    return classes
+
+
 def _stable_fraction(*parts: str) -> float:
     """A number in [0, 1) fixed by the strings alone (no Python hash randomisation)."""
     h = hashlib.sha256("|".join(parts).encode()).digest()

@@ -41,10 +41,12 @@ def test_demo_refuses_an_unverified_prereg_before_anything_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_tour_end_to_end_and_rerun_skips(tmp_path, local_ray):
+def test_tiny_tour_end_to_end_and_rerun_skips(tmp_path, local_ray, capsys, monkeypatch):
     grid, prereg = _tiny(tmp_path)
-    r = run_demo(tmp_path / "demo", grid=grid, prereg=prereg, progress=False, log=lambda *_: None)
+    monkeypatch.delenv("UNGROK_PROGRESS", raising=False)  # auto: stdout is captured, not a terminal
+    r = run_demo(tmp_path / "demo", grid=grid, prereg=prereg, progress=True, log=print)
     assert r["sweep"].ran == 3 and not r["sweep"].failed
+    _assert_progress_lines(capsys.readouterr().out, r["sweep"])
     assert r["report"].exists() and (r["report"].parent / "dose_response.png").exists()
     v = json.loads(r["verdict_json"].read_text())
     scored = {p["id"]: p for p in v["predictions"] + v["falsifiers"]}
@@ -60,6 +62,19 @@ def test_tiny_tour_end_to_end_and_rerun_skips(tmp_path, local_ray):
     assert man["last_run"]["ran"] == 3
     again = run_demo(tmp_path / "demo", grid=grid, prereg=prereg, progress=False, log=lambda *_: None)
     assert len(again["sweep"].skipped) == 3 and again["sweep"].ran == 0
+
+
+def _assert_progress_lines(out: str, res) -> None:
+    """Piped, the demo says what it does: stream builds start and end, and every cell has a
+    submitted line and a finished line with its steps and wall time (docs/quickstart.md)."""
+    lines = out.splitlines()
+    assert any("building" in ln and "stream(s) before training" in ln for ln in lines), out
+    assert any(ln.startswith("progress: stream 1/") and ln.endswith("since the builds began)") for ln in lines), out
+    cells = [ln for ln in lines if ln.startswith("progress: cell ")]
+    assert sum("submitted" in ln for ln in cells) == 3, out
+    done = [ln for ln in cells if "40/40 (100%)" in ln and "done in" in ln and "complete" in ln]
+    assert len(done) == 3, out
+    assert "\x1b[" not in out  # no terminal control codes in a log
 
 
 def test_cli_demo_reports_a_broken_lock_as_a_user_error(tmp_path, monkeypatch, capsys):

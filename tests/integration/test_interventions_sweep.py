@@ -34,19 +34,22 @@ def test_dosed_sweep_shares_streams_and_scores_dose_response(tmp_path, local_ray
     km = json.loads((kill_dirs[0] / "manifest.json").read_text())
     base = json.loads((Path(km["generator"]["base_corpus"]) / "manifest.json").read_text())
     assert km["n_tokens"] == base["n_tokens"] and km["sha256"] != base["sha256"]
-    pg = km["generator"]["per_family"]["pronoun_gender"]
-    assert pg["n_flipped"] == sum(pg["eligible"].values()) > 0  # rate 1 flips every rule-winning event
-    assert sum(c["contested"]["rule"] for c in km["support"]["pronoun_gender"].values()) == 0
+    pg = km["generator"]["per_family"]["pronoun_gender"]["classes"]["feminine"]  # the paper's kill: one class
+    assert pg["flipped_events"] == pg["eligible_events"] == pg["rule"] > 0  # rate 1 flips every eligible site
+    assert pg["recount"]["rule"] == 0 and km["generator"]["tokens_changed"] == pg["flipped_sites"] + \
+        km["generator"]["per_family"]["number_agreement"]["classes"]["plural"]["flipped_sites"]
+    assert km["support"]["pronoun_gender"]["feminine"]["windowed"]["rule"] == 0
     rm = json.loads((rescue_dirs[0] / "manifest.json").read_text())
+    assert rm["n_tokens"] == rm["generator"]["base_tokens"]  # token-matched
     for v in rm["generator"]["per_family"].values():
-        assert v["injected_events"] == v["target_events"] > 0
-        assert v["target_events"] == round(v["reference"]["per_token"] * rm["generator"]["base_tokens"])
+        assert v["events_per_class"] == round(v["delta"]["per_token"] * rm["generator"]["base_tokens"]) > 0
+        assert v["injected_tokens"] == v["removed_tokens"]
     # 40-step runs: score from step 0 (the registered classifier starts at step 100)
     v = verdict(sw.dir, unregistered().model_copy(update={"prereg": Prereg(classifier={"start_step": 0})}))
     groups = {(g["intervention"], g["family"]): g for g in v["dose_response"]["groups"]}
     kill = groups[("kill", "pronoun_gender")]
     assert [lv["dose"] for lv in kill["levels"]] == [0.0, 1.0] and kill["levels"][1]["n_seeds"] == 2
-    assert kill["levels"][1]["support_contested"] < kill["levels"][0]["support_contested"]
+    assert kill["levels"][1]["support_windowed"] < kill["levels"][0]["support_windowed"]
     assert groups[("rescue", "pronoun_gender")]["has_baseline"] is False  # no undosed web cell here
 
     # a second grid reuses the complete undosed cell instead of training it again
@@ -64,7 +67,9 @@ def test_gate_violation_stops_the_sweep_before_any_run(tmp_path, local_ray):
     item = {"family": "pronoun_gender", "condition": "conflict", "probe": "pronoun_gender.conflict",
             "split": "heldout", "template_id": "x", "prefix": "Otto cried because he was sad . Ava cried because",
             "correct": " she", "distractor": " he", "chance": 0.5, "item_id": "leak/0"}
-    battery.write_text(json.dumps(item) + "\n")
+    agree = {**item, "condition": "agree", "probe": "pronoun_gender.agree", "item_id": "leak/1",
+             "prefix": "Ava cried because"}  # a battery needs heldout agree items (the control)
+    battery.write_text(json.dumps(item) + "\n" + json.dumps(agree) + "\n")
     spec = _spec(tmp_path, "leak", '[{name = "web", doses = ["rescue:1"]}]',
                  probes_extra=f'battery = "{battery}"\nfamilies = ["pronoun_gender"]')
     with pytest.raises(StreamError, match="injected cue '(Ava|Otto)' is a probe cue"):

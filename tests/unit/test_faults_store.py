@@ -186,3 +186,22 @@ def test_unclear_messages_now_name_the_problem(tmp_path, capsys):
     assert cli_main(["sweep", str(spec), "--out", str(tmp_path / "sw"), "--num-cpus", "0"]) == 2
     assert "--num-cpus 0: the local Ray needs at least 1 CPU" in " ".join(capsys.readouterr().err.split())
     assert not (tmp_path / "sw").exists() and not (tmp_path / "o").exists()
+
+
+def test_a_dead_builders_temporary_folder_is_removed_by_the_next_build(tmp_path):
+    """A corpus build killed by SIGKILL leaves ``.<name>.tmp-<pid>@<host>~...``; the next build in
+    that folder removes it (its pid is dead), never a live builder's or another host's."""
+    import socket
+
+    from runner._io import make_temp_dir
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    stale = tmp_path / f".web-s0.tmp-{dead.stdout.strip()}@{host}~abc"
+    live = tmp_path / f".web-s0.tmp-{os.getpid()}@{host}~def"
+    other = tmp_path / f".web-s0.tmp-{dead.stdout.strip()}@another-host~ghi"
+    for d in (stale, live, other):
+        d.mkdir()
+    new = make_temp_dir(tmp_path, ".web-s0.tmp-")
+    assert not stale.exists() and live.exists() and other.exists() and new.exists()
+    assert new.name.startswith(f".web-s0.tmp-{os.getpid()}@{host}~")

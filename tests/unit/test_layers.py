@@ -35,7 +35,7 @@ RUNNER_LAYERS = [
     "runner.data : runner.model : runner.scoring : runner.store : runner.trajectory",
     "runner.config : runner.grid",
     "runner.world | runner.doses",
-    "runner._io | runner.registry",
+    "runner._io | runner.registry | runner._progress",
 ]
 PACKAGE_LAYERS = ["cluster", "mech | interventions", "runner"]
 

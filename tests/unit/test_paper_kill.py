@@ -123,7 +123,8 @@ def test_kill_ratio_dose_parses_and_the_old_edit_keeps_its_name():
     with pytest.raises(ValueError, match="cue class"):
         RunConfig(dose="kill:1.0", intervention={"classes": ["girls"]})
     # the intervention's classes enter every dosed run's id (ids of the earlier edits differ)
-    assert RunConfig(dose="kill:1.0").run_id != RunConfig(dose="kill:1.0", intervention={"classes": ["feminine"]}).run_id
+    x = RunConfig(dose="kill:1.0", intervention={"classes": ["feminine"]})
+    assert RunConfig(dose="kill:1.0").run_id != x.run_id
 
 
 def test_check_in_place_refuses_a_moved_token():

@@ -13,7 +13,7 @@ import torch
 
 from mech.appendix import appendix_run, readouts
 from mech.appendix_report import ROWS, compare_section, compare_table, headline, report_section
-from mech.capture import capture_run, checkpoint_steps, scoped_hooks
+from mech.capture import capture_run, checkpoint_steps, load_weights, scoped_hooks
 from mech.crosspatch import components, cross_patch, patched_cm
 from mech.decompose import DECOMPOSE_KINDS, decompose_series
 from mech.effects import depth_hook, project_out_hooks
@@ -76,6 +76,13 @@ def test_decomposition_from_the_capture_sums_to_the_gap_at_every_checkpoint(run_
     logits = model(p.tokens)[torch.arange(p.n), p.pred_pos]
     gap = (logits[torch.arange(p.n), p.correct_id] - logits[torch.arange(p.n), p.distractor_id]).detach().numpy()
     assert dec["total"][2] == pytest.approx(float(gap[mask].mean()), abs=1e-4)
+
+
+def test_loading_weights_into_a_built_model_equals_a_fresh_load(run_dir):
+    model = load_model(run_dir, 0)
+    load_weights(model, run_dir, 60)
+    tokens = torch.randint(0, int(model.cfg.d_vocab), (3, 12), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model(tokens), load_model(run_dir, 60)(tokens))
 
 
 def test_patching_a_checkpoint_into_itself_changes_nothing_and_all_components_restore_one(run_dir):
