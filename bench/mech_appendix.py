@@ -15,9 +15,10 @@ and the decodability; patching, ablation and projection run the model either way
 difference between the two results' logit gaps, and (capture + measures) / training time, where
 training time is the store attribute ``train_seconds``. That was measured when the run trained, maybe
 under another load (a shared machine): ``--retrain-steps N`` (default 300) also trains the run's own
-config for N steps on a fresh corpus in a temporary folder, in the same window as the other phases,
-and scales its ``train_seconds`` to the run's step count (the corpus build is not timed), so the
-fraction is also given with every phase under the same load.
+config for N steps on a fresh corpus in a temporary folder right after the other phases, scaled to
+the run's step count (the corpus build is not timed), and every phase is also timed in CPU seconds
+of the process (``time.process_time``; everything runs on 1 thread), which the machine's load
+barely moves: the fraction is given both ways.
 """
 
 from __future__ import annotations
@@ -42,29 +43,75 @@ def _tiny_run(out: Path) -> Path:
     return train_run(cfg, out, progress=False, log=lambda *_: None)
 
 
-def _train_now(run_dir: Path, steps: int, tmp: Path) -> float:
-    """Seconds the run's training loop takes now: its config trained for ``steps`` steps (fresh
-    corpus of the same kind, just large enough), ``train_seconds`` scaled to the run's steps."""
+def _train_now(run_dir: Path, steps: int, tmp: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds the run's training loop takes now: its config trained for ``steps`` steps
+    on a fresh corpus of the same kind, just large enough (built first by a 1-step run, untimed),
+    scaled to the run's step count."""
     from runner.config import RunConfig
-    from runner.store import open_run_store
     from runner.train import train_run
 
     cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())
-    short = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": steps}),
-                                   "corpus": cfg.corpus.model_copy(update={
-                                       "n_stories": min(cfg.corpus.n_stories, steps * cfg.train.batch_size + 2000)})})
-    out = train_run(short, tmp / "retrain", progress=False, log=lambda *_: None)
-    return float(open_run_store(out).attrs["train_seconds"]) * cfg.train.steps / steps
+    corpus = cfg.corpus.model_copy(update={"n_stories": min(cfg.corpus.n_stories, steps * cfg.train.batch_size + 2000)})
+
+    def short(n: int) -> RunConfig:
+        return cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": n}), "corpus": corpus})
+
+    train_run(short(1), tmp / "warm", progress=False, log=lambda *_: None)
+    _, wall, cpu = _timed(train_run, short(steps), tmp / "retrain", progress=False, log=lambda *_: None,
+                          corpora_dir=tmp / "warm" / "corpora")
+    return wall * cfg.train.steps / steps, cpu * cfg.train.steps / steps
 
 
 def _timed(fn, *args, **kw):
-    t0 = time.perf_counter()
+    """(result, wall seconds, CPU seconds of this process)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn(*args, **kw)
-    return out, time.perf_counter() - t0
+    return out, time.perf_counter() - t0, time.process_time() - c0
 
 
 def _served(res: dict) -> float:
     return sum(r["timing"].get(k, 0.0) for r in res["families"].values() for k in SERVED)
+
+
+def _phases(run_dir: Path, tmp: Path, family: str | None, threads: int) -> dict:
+    """The capture and the measures from the capture and from the weights, timed."""
+    from mech.appendix import appendix_run
+    from mech.capture import capture_run
+
+    where = {"store": tmp / "capture.zarr", "group": "bench"}
+    out: dict = {}
+    out["cap"], out["cap_s"], out["cap_c"] = _timed(capture_run, run_dir, families=[family] if family else None,
+                                                    threads=threads, **where)
+    kw = {"family": family, "threads": threads, "plots": False, **where}
+    out["a"], out["a_s"], out["a_c"] = _timed(appendix_run, run_dir, out_dir=tmp / "a", source="capture", **kw)
+    out["b"], out["b_s"], out["b_c"] = _timed(appendix_run, run_dir, out_dir=tmp / "b", source="weights", **kw)
+    return out
+
+
+def _report(run_dir: Path, p: dict, train_s: float, now: tuple[float, float] | None, retrain_steps: int) -> None:
+    import numpy as np
+
+    from mech.capture import checkpoint_steps
+
+    a, b = p["a"], p["b"]
+    diff = max(float(np.max(np.abs(np.asarray(a["families"][f]["decompose"]["total"])
+                                   - np.asarray(b["families"][f]["decompose"]["total"])))) for f in a["families"])
+    n_items = sum(f["n_items"] for f in p["cap"]["families"].values())
+    print(f"run              {run_dir.name}: {len(checkpoint_steps(run_dir))} checkpoints, {n_items} items, "
+          f"{len(p['cap']['families'])} families")
+    print(f"capture          {p['cap_s']:.1f} s wall, {p['cap_c']:.1f} s CPU")
+    print(f"measures         from capture {p['a_s']:.1f} s wall / {p['a_c']:.1f} s CPU; recomputed from weights "
+          f"{p['b_s']:.1f} / {p['b_c']:.1f}: ratio {p['a_s'] / p['b_s']:.3f} wall, {p['a_c'] / p['b_c']:.3f} CPU")
+    print(f"  capture-served part (read + decompose + decode, wall): {_served(a):.1f} s vs {_served(b):.1f} s: "
+          f"ratio {_served(a) / _served(b):.3f}")
+    print(f"same result      max |gap(capture) - gap(weights)| over checkpoints {diff:.2e}")
+    print(f"fraction         (capture + measures) / stored train_seconds {train_s:.1f} = "
+          f"{(p['cap_s'] + p['a_s']) / train_s:.3f} wall")
+    if now:
+        print(f"train now        {now[0]:.1f} s wall, {now[1]:.1f} s CPU ({retrain_steps} steps of its config, scaled)")
+        print(f"fraction now     (capture + measures) / training = {(p['cap_s'] + p['a_s']) / now[0]:.3f} wall, "
+              f"{(p['cap_c'] + p['a_c']) / now[1]:.3f} CPU (capture {p['cap_c'] / now[1]:.3f}, "
+              f"measures {p['a_c'] / now[1]:.3f})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,10 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retrain-steps", type=int, default=300, help="0: use only the stored train_seconds")
     args = ap.parse_args(argv)
 
-    import numpy as np
-
-    from mech.appendix import appendix_run
-    from mech.capture import capture_run, checkpoint_steps
     from runner.model import load_model
     from runner.store import open_run_store
 
@@ -89,31 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         if not attrs.get("complete") or "train_seconds" not in attrs:
             raise SystemExit(f"{run_dir}: not a complete run (no train_seconds in its store attrs)")
         load_model(run_dir)  # warm-up: imports and one model build, paid by no phase
-        train_now = _train_now(run_dir, args.retrain_steps, tmp) if args.run_dir and args.retrain_steps else None
-        where = {"store": tmp / "capture.zarr", "group": "bench"}
-        fams = [args.family] if args.family else None
-        cap, cap_s = _timed(capture_run, run_dir, families=fams, threads=args.threads, **where)
-        kw = {"family": args.family, "threads": args.threads, "plots": False, **where}
-        a, a_s = _timed(appendix_run, run_dir, out_dir=tmp / "from_capture", source="capture", **kw)
-        b, b_s = _timed(appendix_run, run_dir, out_dir=tmp / "from_weights", source="weights", **kw)
-        diff = max(float(np.max(np.abs(np.asarray(a["families"][f]["decompose"]["total"])
-                                       - np.asarray(b["families"][f]["decompose"]["total"])))) for f in a["families"])
-        train_s = float(attrs["train_seconds"])
-        n_items = sum(f["n_items"] for f in cap["families"].values())
-        print(f"run              {run_dir.name}: {len(checkpoint_steps(run_dir))} checkpoints, {n_items} items, "
-              f"{len(cap['families'])} families")
-        print(f"capture          {cap_s:.1f} s")
-        print(f"measures         from capture {a_s:.1f} s, recomputed from weights {b_s:.1f} s: ratio {a_s / b_s:.3f}")
-        print(f"  capture-served part (read + decompose + decode): {_served(a):.1f} s vs {_served(b):.1f} s: "
-              f"ratio {_served(a) / _served(b):.3f}")
-        print(f"same result      max |gap(capture) - gap(weights)| over checkpoints {diff:.2e}")
-        print(f"train seconds    {train_s:.1f}")
-        print(f"fraction         (capture + measures) / training = {(cap_s + a_s) / train_s:.3f} "
-              f"(capture {cap_s / train_s:.3f}, measures {a_s / train_s:.3f})")
-        if train_now:
-            print(f"train now        {train_now:.1f} s ({args.retrain_steps} steps of its config, scaled)")
-            print(f"fraction now     (capture + measures) / training now = {(cap_s + a_s) / train_now:.3f} "
-                  f"(capture {cap_s / train_now:.3f}, measures {a_s / train_now:.3f})")
+        phases = _phases(run_dir, tmp, args.family, args.threads)
+        now = _train_now(run_dir, args.retrain_steps, tmp) if args.run_dir and args.retrain_steps else None
+        _report(run_dir, phases, float(attrs["train_seconds"]), now, args.retrain_steps)
     return 0
 
 

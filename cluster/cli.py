@@ -367,8 +367,15 @@ def demo(
 
 
 # Register the remaining commands on the same app (import for the side effect).
-from cluster import cli_analysis, cli_classify, cli_corpus, cli_mech, cli_plan, cli_rescore  # noqa: E402,F401
-from cluster import cli_baseline  # noqa: E402,F401
+from cluster import (  # noqa: E402,F401
+    cli_analysis,
+    cli_baseline,  # noqa: E402,F401
+    cli_classify,
+    cli_corpus,
+    cli_mech,
+    cli_plan,
+    cli_rescore,
+)
 
 __all__ = ["app", "main"]
 

@@ -32,7 +32,7 @@ def _chain(e: BaseException):
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
         yield cur
-        cur = cur.__cause__ or cur.__context__
+        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
 
 
 def _os_message(e: OSError) -> str:
@@ -54,10 +54,10 @@ def describe(e: BaseException) -> tuple[int, str]:
         return BUSY, one_line(e)
     if isinstance(e, ClusterUnreachable):
         return FAILED, one_line(e)
+    if type(e).__module__.startswith(_OURS):  # the library's own errors carry their fix
+        return (USAGE if isinstance(e, ValueError) else FAILED), one_line(e)
     for cause in _chain(e):
         if isinstance(cause, OSError) and cause.errno is not None:
             return FAILED, one_line(_os_message(cause))
-    if type(e).__module__.startswith(_OURS):  # the library's own errors carry their fix
-        return (USAGE if isinstance(e, ValueError) else FAILED), one_line(e)
     return FAILED, one_line(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback; "
                             "please report it)")

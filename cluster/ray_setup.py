@@ -33,7 +33,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard:
     Dashboard and servers bind 127.0.0.1. Ray's token authentication stays as Ray defaults it (on).
     """
     if num_cpus is not None and num_cpus < 1:
-        raise ValueError(f"--num-cpus {num_cpus}: the local Ray needs at least 1 CPU (leave it out for all)")
+        raise GridError(f"--num-cpus {num_cpus}: the local Ray needs at least 1 CPU (leave it out for all)")
     node_ip = node_ip or os.environ.get("UNGROK_NODE_IP")
     if address is None and (node_ip is None or _is_loopback(node_ip)):
         _loopback_only()

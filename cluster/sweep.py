@@ -251,7 +251,9 @@ def run_sweep(spec_file: str | Path, sweep_dir: str | Path, *, address: str | No
     Plans first (a bad spec raises GridError before anything is written), then prepares the
     folder, copies cells complete in a ``reuse`` source in, and runs the rest with the manifest
     writer, the live table (``progress``) and ``callbacks``. ``result.failed`` names the cells
-    whose task raised (tracebacks in the manifest).
+    whose task raised (tracebacks in the manifest). A dead ``address`` fails (ClusterUnreachable)
+    before anything is written; the sweep folder is held (``runner._io.hold_folder``: a second
+    driver on it gets FolderBusy naming this one's pid), and each cell's run folder by its worker.
     """
     import ray
 

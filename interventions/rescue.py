@@ -32,7 +32,7 @@ from runner.world.rules import InductionRule
 from .registry import InterventionError
 
 PAPER_DELTA = 1.67175e-3  # deltaTS: girl-class windowed rule events per token of TinyStories (the paper)
-FILLERS = {7: ("the", "{person}", "went", "to", "the", "{place}", "."),
+FILLERS: dict[int, tuple[str, ...]] = {7: ("the", "{person}", "went", "to", "the", "{place}", "."),
            6: ("the", "{person}", "saw", "the", "{noun}", "."),
            5: ("the", "{person}", "saw", "{noun}", ".")}
 
@@ -61,9 +61,9 @@ def capacity(length: int, sentence: int) -> int:
 
 
 def _filler(rng: random.Random, n: int) -> list[str]:
-    sub = {"{person}": rng.choice(V.NEUTRAL_PEOPLE), "{place}": rng.choice(V.PLACES),
-           "{noun}": rng.choice(V.NEUTRAL_NOUNS)}
-    return [sub.get(w, w) for w in FILLERS[n]]
+    sub: dict[str, str] = {"{person}": rng.choice(V.NEUTRAL_PEOPLE), "{place}": rng.choice(V.PLACES),
+                           "{noun}": rng.choice(V.NEUTRAL_NOUNS)}
+    return [sub[w] if w in sub else w for w in FILLERS[n]]
 
 
 def document(fam: InductionRule, rng: random.Random, length: int, classes: list[str]) -> list[str]:

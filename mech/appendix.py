@@ -34,13 +34,14 @@ from runner.scoring import encode_battery
 from runner.store import open_run_store
 from runner.trajectory import Classifier, smoothed
 
-from .capture import checkpoint_steps, load_weights, torch_threads
+from .capture import checkpoint_steps
 from .crosspatch import asymmetry, cross_patch
 from .decode import class_direction, decodability_series, depth_stack
 from .decompose import DECOMPOSE_KINDS, decompose_series, head_share, readout
 from .effects import carrier_ablation, direction_specificity, family_batteries, ov_alignment
 from .positions import cue_class
 from .probes import run_context
+from .runtime import load_weights, torch_threads
 from .source import FamilyRows, family_rows
 from .uncertainty import drop_from_store
 

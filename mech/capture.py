@@ -47,80 +47,28 @@ import os
 import shutil
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import zarr
 from jaxtyping import Float
-from safetensors.torch import load_file
 from torch import Tensor
 
-from runner.model import load_model, weights_path
+from runner.model import load_model
 from runner.store import store_location
 
 from . import names as N
 from .positions import cue_class
 from .probes import ProbeTensors, RunContext, encode_probes, run_context
+from .runtime import hook_count, load_weights, scoped_hooks, torch_threads  # noqa: F401  (re-exported)
 
 MECH_GROUP = "mech"
 F16_MAX = 65504.0
 
 
 # ---- hooks -----------------------------------------------------------------------------------
-def hook_count(model) -> int:
-    """Number of forward/backward hooks currently attached to the model's hook points."""
-    points = {id(hp): hp for hp in model.hook_dict.values()}  # aliases share one HookPoint
-    return sum(len(hp._forward_hooks) + len(hp._backward_hooks) + len(getattr(hp, "_forward_pre_hooks", {}))
-               for hp in points.values())
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Set torch's intra-op threads for the scope (None: leave as is). On a shared CPU, 2 threads
-    of a tiny model ran 40x slower than 1 (contention), so mech defaults to 1 like training."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextmanager
-def scoped_hooks(model, fwd_hooks: list[tuple[str, Callable]]) -> Iterator[None]:
-    """``model.hooks(fwd_hooks)``, checked: on exit the hook count is back where it was."""
-    before = hook_count(model)
-    try:
-        with model.hooks(fwd_hooks=fwd_hooks, reset_hooks_end=True):
-            yield
-    finally:
-        after = hook_count(model)
-        if after != before:
-            raise RuntimeError(f"hooks leaked: {after - before} left attached after the scope")
-
-
-def load_weights(model, run_dir: str | Path, step: int) -> None:
-    """Load checkpoint ``step`` of a run into ``model`` in place (a model built by
-    ``runner.model.load_model`` for the same run). When every tensor of the file is a whole
-    parameter or buffer of the model (the bridge's ``state_dict`` entries are views of them), the
-    tensors are copied in directly, ~10x faster than the bridge's ``load_state_dict`` (which
-    ``runner.model.load_model`` uses, and this falls back to otherwise)."""
-    sd = load_file(str(weights_path(run_dir, step)))
-    own = model.state_dict()
-    whole = {t.data_ptr(): t.numel() for t in (*model.parameters(), *model.buffers())}
-    if set(sd) == set(own) and all(own[k].shape == v.shape and whole.get(own[k].data_ptr()) == own[k].numel()
-                                   for k, v in sd.items()):
-        with torch.no_grad():
-            for k, v in sd.items():
-                own[k].copy_(v)
-    else:
-        model.load_state_dict(sd)
-
-
 def available_kinds(model, kinds: tuple[str, ...]) -> tuple[str, ...]:
     """Kinds whose hooks exist on this model (a rotary model has no ``hook_pos_embed``)."""
     hd = model.hook_dict
@@ -393,7 +341,7 @@ def _capture_run(run_dir, steps, families, batch_size, names_filter, dtype, stor
         need = [f for f in families if f not in stagings or stagings[f].n_complete <= i]
         if model is None:
             model = load_model(run_dir, step)
-        elif need:  # one model, each checkpoint's weights loaded into it (a rebuild costs ~15x more)
+        elif need:  # one model, each checkpoint's weights copied in: ~2 ms, a rebuild ~0.3 s
             load_weights(model, run_dir, step)
         if i == 0:
             kinds = available_kinds(model, kinds)

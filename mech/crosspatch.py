@@ -32,8 +32,8 @@ from torch import Tensor
 
 from runner.scoring import EncodedBattery, continuation_logprobs
 
-from .capture import scoped_hooks
 from .names import hook_name, source_hook
+from .runtime import scoped_hooks
 
 Hooks = list[tuple[str, Callable]]
 

@@ -30,8 +30,9 @@ import zarr
 from runner.model import load_model
 
 from . import names as N
-from .capture import available_kinds, capture_location, capture_probes, capture_run, checkpoint_steps, load_weights
+from .capture import available_kinds, capture_location, capture_probes, capture_run, checkpoint_steps
 from .probes import ProbeTensors, encode_probes, run_context
+from .runtime import load_weights
 
 SOURCES = ("auto", "capture", "weights")
 

@@ -276,9 +276,9 @@ class InterventionConfig(_Frozen):
     end_step: int | None = Field(default=None, gt=0)
     seed: int = Field(default=0, ge=0)
     classes: Annotated[tuple[str, ...], AfterValidator(known_classes)] = ()  # in every dosed id, on purpose
-    reference: Annotated[str, AfterValidator(check_reference)] = Field("paper", json_schema_extra=_LATE)
-    matched: bool = Field(True, json_schema_extra=_LATE)
-    whole_dose: bool = Field(False, json_schema_extra=_LATE)
+    reference: Annotated[str, AfterValidator(check_reference)] = Field(default="paper", json_schema_extra=_LATE)
+    matched: bool = Field(default=True, json_schema_extra=_LATE)
+    whole_dose: bool = Field(default=False, json_schema_extra=_LATE)
 
     @property
     def window(self) -> str:

@@ -133,7 +133,7 @@ def score_battery(rows: np.ndarray, pad_id: int, items, tokenizer, bos_id: int |
     for n in orders:
         lm = StupidBackoff(n, tokenizer.get_vocab_size()).fit(rows, pad_id, asked)
         lp = np.array([lm.logscore(p, c) for p, c in pairs])
-        figs = aggregate(enc.items, lp[: enc.n], lp[enc.n :])
+        figs: dict = dict(aggregate(enc.items, lp[: enc.n], lp[enc.n :]))
         fams = sorted({it.family for it in enc.items})
         figs["control_valid"] = {f: figs.get(f"{f}/acc_agree_heldout", 0.0) >= control_final for f in fams}
         out[f"order{n}"] = figs

@@ -212,7 +212,9 @@ def _resume(ctx: TrainContext) -> int | None:
     """Load the newest DeepSpeed checkpoint, if any, and drop the store's rows after it; returns
     the step to start from, None for a fresh run."""
     tag = _resume_tag(ctx.run.checkpoints)
-    if tag is None:
+    if tag is None:  # killed before the first resume state: rows already scored are redone
+        if ctx.store is not None and ctx.store.n_complete:
+            ctx.store.truncate(-1)
         return None
     path, client = ctx.engine.load_checkpoint(str(ctx.run.checkpoints), tag=tag)
     if path is None or not client or "step" not in client:

@@ -68,12 +68,15 @@ def _train_cli(cell, out: Path, **env) -> subprocess.CompletedProcess:
 
 
 def test_train_sigkill_in_each_of_the_first_three_intervals_then_rerun_is_bit_identical(cell, tmp_path, capsys):
-    """One run killed three times: at a random step of interval 1 (after the step-0 checkpoint,
-    the case that never resumed), then, rerun, of interval 2, then of interval 3; the last rerun
-    (in-process: the same command, without a process start-up) finishes equal to the
-    uninterrupted run."""
+    """One run killed four times: inside the step-0 checkpoint (scores stored, no resume state
+    yet), then, rerun, at a random step of interval 1 (after the step-0 checkpoint, the case that
+    never resumed), then of interval 2, then of interval 3; the last rerun (in-process: the same
+    command, without a process start-up) finishes equal to the uninterrupted run."""
     rng = random.Random(20)
     out, run_id = tmp_path / "out", cell["cfg"].run_id
+    p = _train_cli(cell, out, UNGROK_FAULT_KILL=f"score:0:{tmp_path / 'killed-score'}")
+    assert p.returncode == -signal.SIGKILL and (tmp_path / "killed-score").exists(), p.stdout + p.stderr
+    assert RunStore(out / run_id / "store.zarr").n_complete == 1 and not (out / run_id / "checkpoints").exists()
     for k in range(3):
         step = rng.randrange(k * EVERY + 1, (k + 1) * EVERY)
         marker = tmp_path / f"killed-{k}"

@@ -13,11 +13,12 @@ import torch
 
 from mech.appendix import appendix_run, readouts
 from mech.appendix_report import ROWS, compare_section, compare_table, headline, report_section
-from mech.capture import capture_run, checkpoint_steps, load_weights, scoped_hooks
+from mech.capture import capture_run, checkpoint_steps
 from mech.crosspatch import components, cross_patch, patched_cm
 from mech.decompose import DECOMPOSE_KINDS, decompose_series
 from mech.effects import depth_hook, project_out_hooks
 from mech.probes import run_context
+from mech.runtime import load_weights, scoped_hooks
 from mech.source import family_rows
 from runner.model import load_model
 from runner.scoring import encode_battery

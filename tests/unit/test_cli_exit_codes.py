@@ -119,3 +119,16 @@ def test_describe_disk_full_and_permission(tmp_path):
     code, line = codes.describe(wrapped)
     assert code == codes.FAILED and "/ro/file" in line and "not writable" in line
     assert Path(__file__).exists()
+
+
+def test_describe_prefers_the_librarys_own_message():
+    from runner.store import StoreDamaged
+
+    try:
+        try:
+            raise OSError(2, "No such file or directory", "/x/c/0")
+        except OSError:
+            raise StoreDamaged("run r: array f/cm ...; restore the store") from None
+    except StoreDamaged as e:
+        code, line = codes.describe(e)
+    assert code == codes.FAILED and line.startswith("run r: array f/cm")
