@@ -82,6 +82,11 @@ class Dose:
         if existing(dest, config):
             return dest
         base = load_corpus(base_path)
+        if base.stream is not None:
+            raise InterventionError(
+                f"dose {cfg.dose}: {base_path.name} is a real-text (built:) corpus; the edits find and flip its sites "
+                "(interventions.kill.plan_kill) but writing an edited real-text stream is not supported yet: "
+                "use a built-in corpus for dosed runs")
         tok = base.tokenizer
         rows, gen = self.edit(cfg, level, base, tok)
         support = count_support(rows, tok, cfg.probes.families, pad_id=base.pad_id)

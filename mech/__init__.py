@@ -17,6 +17,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for type checkers only: importing mech stays free of torch
+    from .appendix import appendix_run
+    from .capture import capture_run, open_capture
+    from .localize import localize_run
+    from .names import hook_name
+    from .plots import report_assets
+
 __all__ = ["capture_run", "open_capture", "localize_run", "appendix_run", "report_assets", "hook_name"]
 
 

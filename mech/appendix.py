@@ -38,7 +38,7 @@ from .capture import checkpoint_steps
 from .crosspatch import asymmetry, cross_patch
 from .decode import class_direction, decodability_series, depth_stack
 from .decompose import DECOMPOSE_KINDS, decompose_series, head_share, readout
-from .effects import carrier_ablation, direction_specificity, family_batteries, ov_alignment
+from .effects import carrier_ablation, conflict_battery, direction_specificity, ov_alignment
 from .positions import cue_class
 from .probes import run_context
 from .runtime import load_weights, torch_threads
@@ -46,7 +46,7 @@ from .source import FamilyRows, family_rows
 from .uncertainty import drop_from_store
 
 MEASURES = ("decompose", "carrier", "decode", "crosspatch", "direction", "bootstrap")
-ROW_KINDS = (*DECOMPOSE_KINDS, "resid_pre", "resid_post")
+ROW_KINDS = tuple(dict.fromkeys((*DECOMPOSE_KINDS, "resid_pre", "resid_post")))
 
 
 def peak_and_final(run_dir: str | Path, family: str, steps: list[int], k: Classifier = Classifier()) -> dict:
@@ -129,25 +129,32 @@ def analyse_family(run_dir: str | Path, family: str, measures: tuple[str, ...] =
         res["decompose"] = _timed(t, "decompose", lambda: decompose_series(rows, readouts(run_dir, steps), conflict))
     if "decode" in measures:
         res["decode"] = _timed(t, "decode", decodability_series, rows, labels, frames)
-    ctx, batteries, models = None, {}, {}
-    if {"carrier", "crosspatch", "direction"} & set(measures):  # the measures that run the model
-        ctx = run_context(run_dir, items)
-        batteries = family_batteries(ctx)
-        models = {"peak": load_model(run_dir, pf["peak"]), "final": load_model(run_dir, pf["final"])}
-    if "carrier" in measures:
-        res["carrier"] = _timed(t, "carrier", _carrier, res["decompose"], steps, pf, models, batteries[family],
-                                rows, labels)
-    if "crosspatch" in measures:
-        res["crosspatch"] = _timed(t, "crosspatch", _crosspatch, ctx, family, models)
-    if "direction" in measures:
-        res["direction"] = _timed(t, "direction", lambda: {
-            name: direction_specificity(models[name], batteries, family, _directions(rows, pf[name], labels))
-            for name in ("peak", "final")})
+    if {"carrier", "crosspatch", "direction"} & set(measures):
+        _model_measures(run_dir, family, measures, res, rows, labels, items)
     if "bootstrap" in measures:
         res["bootstrap"] = _timed(t, "bootstrap", drop_from_store, run_dir, family, pf["peak"], pf["final"])
     if log:
         log(f"{family}: {', '.join(f'{k} {v:.1f}s' for k, v in t.items())} (rows from {rows.source})")
     return res
+
+
+def _model_measures(run_dir: Path, family: str, measures: tuple[str, ...], res: dict, rows: FamilyRows,
+                    labels: np.ndarray, items) -> None:
+    """The measures that run the model (at the CM peak and the final checkpoint), into ``res``."""
+    t, steps = res["timing"], res["steps"]
+    pf = {"peak": res["peak"], "final": res["final"]}
+    ctx = run_context(run_dir, items)
+    models = {name: load_model(run_dir, step) for name, step in pf.items()}
+    if "carrier" in measures:
+        res["carrier"] = _timed(t, "carrier", _carrier, res["decompose"], steps, pf, models,
+                                conflict_battery(ctx, [family]), rows, labels)
+    if "crosspatch" in measures:
+        res["crosspatch"] = _timed(t, "crosspatch", _crosspatch, ctx, family, models)
+    if "direction" in measures:
+        every = conflict_battery(ctx)
+        res["direction"] = _timed(t, "direction", lambda: {
+            name: direction_specificity(models[name], every, family, _directions(rows, step, labels))
+            for name, step in pf.items()})
 
 
 def _crosspatch(ctx, family: str, models: dict) -> dict:

@@ -19,7 +19,7 @@ the sum equal LD exactly (the ``bias`` component). RMSNorm models: no centring, 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -101,10 +101,11 @@ def direct_logit_attribution(model, probes: ProbeTensors, batch_size: int = 64
 
 
 @contextmanager
-def _quiet_patching() -> Iterator[object]:
+def _quiet_patching() -> Iterator[Any]:
     """``transformer_lens.patching`` with its progress bar off (restored on exit)."""
-    import transformer_lens.patching as P
+    import importlib
 
+    P: Any = importlib.import_module("transformer_lens.patching")
     orig = P.tqdm
     P.tqdm = lambda it, *a, **k: it
     try:
@@ -234,7 +235,7 @@ def ablation_hooks(heads: list[tuple[int, int]], mode: str, means: Tensor | None
         def fn(z, hook, hs=hs, layer=layer):
             z = z.clone()
             for h in hs:
-                z[:, :, h] = 0.0 if mode == "zero" else means[layer, h].to(z.dtype)
+                z[:, :, h] = 0.0 if means is None else means[layer, h].to(z.dtype)
             return z
         hooks.append((hook_name("z", layer), fn))
     return hooks

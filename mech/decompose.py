@@ -6,14 +6,15 @@ soft-cap (``hook_unembed``), for the first continuation tokens that differ
 (:mod:`mech.positions`); on conflict items correct is the rule's answer, so ``G`` is the
 rule-prior gap (the paper's she-he gap).
 
-The terms. The final residual at the site is the sum of its writers: token and position
-embedding, each head's output ``z_h @ W_O[h]``, each layer's attention bias ``b_O``, each MLP's
-output. The final normalisation is affine once its scale is fixed at the *realised* scale of this
+The terms. The final residual at the site is the sum of its writers: the residual entering
+block 0 (token and position embedding, after the embedding norm of architectures that have one:
+``blocks.0.hook_resid_pre``), each head's output ``z_h @ W_O[h]``, each layer's attention bias
+``b_O``, each MLP's output. The final normalisation is affine once its scale is fixed at the *realised* scale of this
 forward (``ln_final.hook_scale``, the paper's handling): ``norm(x) = (x - mean x) / s * w + b``
-(RMS: no centring, no ``b``), so a writer ``c`` contributes
+(RMS: no centring, no ``b``; a weightless norm has ``w = 1``), so a writer ``c`` contributes
 ``((c - mean c) / s) . (w * (W_U[:, correct] - W_U[:, distractor]))``. Then
 
-- ``direct``      = embedding + position embedding contributions;
+- ``direct``      = the embedding path's contribution (the residual entering block 0);
 - ``attn[l]``     = sum of layer ``l``'s head terms ``head[l, h]`` + its ``b_O`` term;
 - ``mlp[l]``      = layer ``l``'s MLP contribution;
 - ``contextual``  = sum over layers of ``attn[l] + mlp[l]``;
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from jaxtyping import Float
 
-DECOMPOSE_KINDS = ("embed", "pos_embed", "result", "mlp_out", "ln_final_scale", "unembed")
+DECOMPOSE_KINDS = ("resid_pre", "result", "mlp_out", "ln_final_scale", "unembed")
 ATOL = 1e-3
 
 
@@ -60,11 +61,13 @@ def readout(model) -> Readout:
 
     ln = model.ln_final
     b = getattr(ln, "bias", None)
+    weight = getattr(ln, "weight", None)  # None: a weightless norm (RMSPre)
     W_U = arr(model.W_U)
     b_U = getattr(model, "b_U", None)
     b_O = getattr(model, "b_O", None)
     L, D = int(model.cfg.n_layers), int(model.cfg.d_model)
-    return Readout(w=arr(ln.weight), b=None if b is None else arr(b),
+    return Readout(w=np.ones(W_U.shape[0], np.float32) if weight is None else arr(weight),
+                   b=None if b is None else arr(b),
                    rms=str(model.cfg.normalization_type or "").upper().startswith("RMS"), W_U=W_U,
                    b_U=np.zeros(W_U.shape[1], np.float32) if b_U is None else arr(b_U),
                    b_O=np.zeros((L, D), np.float32) if b_O is None else arr(b_O))
@@ -88,7 +91,7 @@ def decompose_rows(rows: dict[str, np.ndarray], r: Readout, correct_id: np.ndarr
         s_ = s.reshape(-1, *([1] * (x.ndim - 1)))
         return ((x / s_) * wd_).sum(-1)
 
-    direct = through(rows["embed"]) + (through(rows["pos_embed"]) if "pos_embed" in rows else 0.0)
+    direct = through(rows["resid_pre"][:, 0])
     heads = through(rows["result"])                                                # (item, layer, head)
     n = heads.shape[0]
     b_o = through(np.broadcast_to(r.b_O, (n, *r.b_O.shape)))                        # (item, layer)

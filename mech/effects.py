@@ -28,34 +28,42 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from runner.scoring import EncodedBattery, encode_battery
+from runner.scoring import EncodedBattery, continuation_logprobs, encode_battery
 
-from .attribution import ablation_hooks, margins_under
+from .attribution import ablation_hooks
 from .names import hook_name
 from .probes import ProbeTensors, RunContext
+from .runtime import scoped_hooks
 
 Hooks = list[tuple[str, Callable]]
 
 
-def family_batteries(ctx: RunContext, split: str = "heldout") -> dict[str, tuple[EncodedBattery, list]]:
-    """Per family, its ``split`` conflict items encoded for scoring: what CM needs."""
-    out = {}
-    for fam in ctx.families:
-        its = [it for it in ctx.items if it.family == fam and it.split == split and it.condition == "conflict"]
-        if its:
-            out[fam] = (encode_battery(its, ctx.tokenizer, ctx.bos_id, ctx.cfg.model.n_ctx, pad_id=ctx.pad_id), its)
-    return out
+Battery = tuple[EncodedBattery, np.ndarray]  # encoded conflict items, and each item's family
 
 
-def cm(model, battery: tuple[EncodedBattery, list], hooks: Hooks | None = None) -> float:
-    enc, its = battery
-    return margins_under(model, enc, its, hooks or [])["cm"]
+def conflict_battery(ctx: RunContext, families: list[str] | None = None, split: str = "heldout") -> Battery:
+    """The ``split`` conflict items of ``families`` (default: every family of the run) encoded
+    once for scoring, with each item's family: what CM needs, for all families in one pass."""
+    keep = set(ctx.families if families is None else families)
+    its = [it for it in ctx.items if it.family in keep and it.split == split and it.condition == "conflict"]
+    enc = encode_battery(its, ctx.tokenizer, ctx.bos_id, ctx.cfg.model.n_ctx, pad_id=ctx.pad_id)
+    return enc, np.array([it.family for it in its])
 
 
-def carrier_ablation(model, battery, head: tuple[int, int]) -> dict:
-    """CM before and after zero-ablating ``head`` (every position) and the margin it deletes."""
-    before = cm(model, battery)
-    after = cm(model, battery, ablation_hooks([head], "zero"))
+def cms(model, battery: Battery, hooks: Hooks | None = None) -> dict[str, float]:
+    """CM (mean summed-continuation log-prob difference) per family of ``battery``, with ``hooks``."""
+    enc, fams = battery
+    with scoped_hooks(model, hooks or []):
+        lpc, lpd = continuation_logprobs(model, enc)
+    diff = lpc - lpd
+    return {f: float(diff[fams == f].mean()) for f in dict.fromkeys(fams.tolist())}
+
+
+def carrier_ablation(model, battery: Battery, head: tuple[int, int]) -> dict:
+    """CM before and after zero-ablating ``head`` (every position) and the margin it deletes;
+    ``battery``: one family's."""
+    (before,) = cms(model, battery).values()
+    (after,) = cms(model, battery, ablation_hooks([head], "zero")).values()
     return {"cm": before, "cm_ablated": after, "deleted": before - after,
             "deleted_fraction": (before - after) / before if abs(before) > 1e-9 else float("nan")}
 
@@ -102,14 +110,14 @@ def project_out_hooks(direction: Float[np.ndarray, " d_model"], depth: int) -> H
     return [(depth_hook(depth), fn)]
 
 
-def direction_specificity(model, batteries: dict, target: str, directions: dict[int, np.ndarray]) -> list[dict]:
+def direction_specificity(model, battery: Battery, target: str, directions: dict[int, np.ndarray]) -> list[dict]:
     """Per depth: the target's CM and its change with the direction projected out, and every
-    other family's change (see the module docstring). ``directions``: depth -> unit vector."""
-    base = {f: cm(model, b) for f, b in batteries.items()}
+    other family's change (see the module docstring). ``directions``: depth -> unit vector;
+    ``battery``: every family's (:func:`conflict_battery`)."""
+    base = cms(model, battery)
     rows = []
     for depth, r in sorted(directions.items()):
-        hooks = project_out_hooks(r, depth)
-        delta = {f: cm(model, b, hooks) - base[f] for f, b in batteries.items()}
+        delta = {f: v - base[f] for f, v in cms(model, battery, project_out_hooks(r, depth)).items()}
         others = [abs(v) for f, v in delta.items() if f != target]
         rows.append({"depth": depth, "hook": depth_hook(depth), "cm": base[target], "delta_cm": delta[target],
                      "nontarget": {f: v for f, v in delta.items() if f != target},

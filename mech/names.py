@@ -43,7 +43,8 @@ DEFAULT_KINDS: tuple[str, ...] = ("embed", "pos_embed", "resid_pre", "resid_post
 
 #: Kinds kept in float32: the residual stream's writers, the final scale and the answer logits,
 #: whose sum must reproduce the logit gap within 1e-3 (``mech.decompose``); the rest are float16.
-FLOAT32_KINDS: frozenset[str] = frozenset({"embed", "pos_embed", "result", "mlp_out", "ln_final_scale", "unembed"})
+FLOAT32_KINDS: frozenset[str] = frozenset({"embed", "pos_embed", "resid_pre", "result", "mlp_out", "ln_final_scale",
+                                           "unembed"})
 
 
 def kinds() -> tuple[str, ...]:

@@ -98,7 +98,7 @@ def recompute(run_dir: str | Path, probes: ProbeTensors, kinds: tuple[str, ...],
               batch_size: int = 64) -> dict[str, np.ndarray]:
     """The same rows as a capture, computed in memory from each checkpoint's weights."""
     model = load_model(run_dir, steps[0])
-    kinds = available_kinds(model, kinds)
+    kinds = available_kinds(model, tuple(dict.fromkeys(kinds)))
     per: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
     for s in steps:
         load_weights(model, run_dir, s)
@@ -123,7 +123,7 @@ def family_rows(run_dir: str | Path, family: str, kinds: tuple[str, ...], steps:
         raise ValueError(f"{run_dir}: no probe items of family {family!r} (families: {ctx.families})")
     probes = encode_probes(its, ctx.tokenizer, ctx.bos_id, ctx.cfg.model.n_ctx, ctx.pad_id)
     steps = checkpoint_steps(run_dir) if steps is None else sorted(set(int(s) for s in steps))
-    kinds = available_kinds(load_model(run_dir, steps[0]), kinds)
+    kinds = available_kinds(load_model(run_dir, steps[0]), tuple(dict.fromkeys(kinds)))
     if source == "weights":
         return FamilyRows(family, steps, probes, recompute(run_dir, probes, kinds, steps, batch_size), "weights")
     g = _published(run_dir, family, store, group)

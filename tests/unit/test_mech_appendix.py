@@ -79,9 +79,9 @@ def test_head_share_is_the_top_heads_fraction_of_total_absolute_attribution():
 def _consistent_rows(rng, n=5, L=2, H=3, D=8, V=11):
     r = Readout(w=rng.normal(1, 0.1, D), b=rng.normal(0, 0.1, D), rms=False, W_U=rng.normal(size=(D, V)),
                 b_U=rng.normal(size=V), b_O=rng.normal(size=(L, D)))
-    rows = {"embed": rng.normal(size=(n, D)), "pos_embed": rng.normal(size=(n, D)),
-            "result": rng.normal(size=(n, L, H, D)), "mlp_out": rng.normal(size=(n, L, D))}
-    x = rows["embed"] + rows["pos_embed"] + rows["result"].sum((1, 2)) + r.b_O.sum(0) + rows["mlp_out"].sum(1)
+    rows = {"resid_pre": rng.normal(size=(n, L, D)), "result": rng.normal(size=(n, L, H, D)),
+            "mlp_out": rng.normal(size=(n, L, D))}
+    x = rows["resid_pre"][:, 0] + rows["result"].sum((1, 2)) + r.b_O.sum(0) + rows["mlp_out"].sum(1)
     scale = np.sqrt(x.var(-1) + 1e-5)
     logits = ((x - x.mean(-1, keepdims=True)) / scale[:, None] * r.w + r.b) @ r.W_U + r.b_U
     c, d = rng.integers(0, V, n), rng.integers(0, V, n)
