@@ -144,3 +144,26 @@ def test_appendix_end_to_end_with_report_sections(run_dir, tmp_path):
     assert h["max_error"] < 1e-3 and h["share_final"] == res["carrier"]["final"]["share"]
     both = compare_table([("surviving", h), ("displaced", h)])
     assert "<th>surviving</th><th>displaced</th>" in both and both.count("<tr>") == 1 + len(ROWS)
+
+
+def test_decomposition_is_exact_on_the_paper_preset(tmp_path):
+    """The nanochat decoder (weightless RMS norms, an embedding norm, rotary, no biases, value
+    embeddings, logit soft-cap) on real text with the paper's battery: still exact at every
+    checkpoint, for a single-token (she/he) and a multi-token (" an old book") family."""
+    from runner.data.textcorpus import TextCorpusSpec, build_text_corpus
+    from tests.helpers import REFERENCE_BATTERY
+    from tests.integration.test_paper_preset_train import SAMPLE, tiny_paper
+
+    torch.manual_seed(0)
+    path = build_text_corpus(TextCorpusSpec(name="kjv", source=f"text:{SAMPLE}", tokenizer="bpe:1024"),
+                             tmp_path / "corpora", workers=1)
+    sha = json.loads((path / "manifest.json").read_text())["sha256"]
+    run = train_run(tiny_paper(sha, str(Path(REFERENCE_BATTERY).resolve())), tmp_path / "runs", progress=False,
+                    log=lambda *_: None, corpora_dir=tmp_path / "corpora")
+    steps = checkpoint_steps(run)
+    for family in ("pronoun_gender_ref", "a_an_adjective"):
+        rows = family_rows(run, family, DECOMPOSE_KINDS, capture_missing=True)
+        assert rows.source == "capture"
+        mask = np.array([it.condition == "conflict" and it.split == "heldout" for it in rows.probes.items])
+        dec = decompose_series(rows, readouts(run, steps), mask)
+        assert max(dec["max_error"]) < 1e-3 and np.abs(np.array(dec["bias"])).max() == 0.0  # no biases

@@ -10,14 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from cluster.cli import main as cli_main
 from cluster.sweep import Sweep, run_sweep
 from runner.grid import GridError
 from runner.store import RunStore
-from runner.train import train_run
 from tests.helpers import tiny_grid_spec
 
 pytestmark = pytest.mark.slow
@@ -158,32 +156,9 @@ def _stop_cluster(port: int):
             pass
 
 
-def test_worker_sigkill_is_retried_and_equals_uninterrupted(tmp_path):
-    g = spec(tmp_path, seeds=(5,), steps=300)
-    from runner.grid import load_grid
-
-    cfg = load_grid(g).cells()[0].config
-    sw_dir = tmp_path / "sw"
-    p = subprocess.Popen([sys.executable, "-m", "cluster.cli", "sweep", str(g), "--out", str(sw_dir),
-                          "--num-cpus", "1", "--no-progress"], env=_env(), stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
-    run_dir = sw_dir / "runs" / cfg.run_id
-    deadline = time.time() + 400
-    while not (run_dir / "weights" / "step_0000060.safetensors").exists():
-        assert p.poll() is None, p.stdout.read()
-        assert time.time() < deadline
-        time.sleep(0.05)
-    pid = _attempts(sw_dir, cfg.run_id)[0]["pid"]
-    os.kill(pid, signal.SIGKILL)
-    out = p.communicate(timeout=600)[0]
-    assert p.returncode == 0, out
-    att = _attempts(sw_dir, cfg.run_id)
-    assert len(att) == 2 and att[1]["pid"] != pid
-    ref = train_run(cfg, tmp_path / "ref", progress=False)
-    a = RunStore(ref / "store.zarr")
-    b = RunStore(sw_dir / "store.zarr", f"runs/{cfg.run_id}")
-    assert list(a.steps()) == list(b.steps()) and b.attrs["complete"]
-    np.testing.assert_array_equal(a.series("pronoun_gender/logp_correct"), b.series("pronoun_gender/logp_correct"))
+# SIGKILL-then-resume is covered by tests/integration/test_faults.py (a kill in each of the first three
+# checkpoint intervals and inside the step-0 checkpoint, for `train` and for a sweep worker, each
+# compared bit for bit with an uninterrupted run); the slower mid-run copy that stood here was removed.
 
 
 def test_driver_kill_then_rerun_redoes_no_finished_cell(tmp_path):
