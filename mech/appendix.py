@@ -20,7 +20,6 @@ smoothing, steps >= its start step); the final checkpoint is the last one. Resul
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -28,7 +27,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from runner._io import write_json_atomic
 from runner.model import load_model
 from runner.scoring import encode_battery
 from runner.store import open_run_store
@@ -41,7 +39,7 @@ from .decompose import DECOMPOSE_KINDS, decompose_series, head_share, readout
 from .effects import carrier_ablation, conflict_battery, direction_specificity, ov_alignment
 from .positions import cue_class
 from .probes import run_context
-from .runtime import load_weights, torch_threads
+from .runtime import load_weights, merge_family_results, torch_threads
 from .source import FamilyRows, family_rows
 from .uncertainty import drop_from_store
 
@@ -182,15 +180,8 @@ def appendix_run(run_dir: str | Path, family: str | list[str] | None = None, *, 
     with torch_threads(threads), torch.no_grad():
         results = {f: analyse_family(run_dir, f, measures, source=source, capture_missing=capture_missing,
                                      store=store, group=group, items=items, log=log) for f in fams}
-    mdir = out_dir / "mech"
-    mdir.mkdir(parents=True, exist_ok=True)
-    path = mdir / "appendix.json"
-    doc = json.loads(path.read_text()) if path.exists() else {}
-    if doc.get("run_id") != ctx.cfg.run_id:
-        doc = {}
-    doc.setdefault("families", {}).update(results)
-    doc["run_id"] = ctx.cfg.run_id
-    write_json_atomic(path, doc)
+    path, doc = merge_family_results(out_dir, "appendix.json", ctx.cfg.run_id, results)
+    mdir = path.parent
     out = {"run_id": ctx.cfg.run_id, "families": results, "json": str(path), "png": []}
     if plots:
         from .appendix_report import write_plots

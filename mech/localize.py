@@ -34,14 +34,12 @@ Output: ``<out_dir>/mech/localize.json`` (merged per family) and PNG heatmaps, s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from runner._io import write_json_atomic
 from runner.model import load_model
 from runner.scoring import encode_battery
 from runner.store import open_run_store
@@ -59,6 +57,7 @@ from .attribution import (
 )
 from .capture import checkpoint_steps, torch_threads
 from .probes import encode_probes, matched_pairs, run_context
+from .runtime import merge_family_results
 
 
 def _store_trajectory(run_dir: Path, family: str, k: Classifier) -> tuple[dict, dict[int, float]]:
@@ -292,16 +291,8 @@ def localize_run(run_dir: str | Path, family: str | list[str] | None = None, ste
     with torch_threads(threads), torch.no_grad():
         results = {f: localize_family(run_dir, f, steps, split=split, top_k=top_k, batch_size=batch_size,
                                       items=items, log=log) for f in fams}
-    mdir = out_dir / "mech"
-    mdir.mkdir(parents=True, exist_ok=True)
-    path = mdir / "localize.json"
-    doc = json.loads(path.read_text()) if path.exists() else {}
-    if doc.get("run_id") != ctx.cfg.run_id:
-        doc = {}
-    doc.setdefault("families", {}).update(results)
-    doc["run_id"] = ctx.cfg.run_id
-
-    write_json_atomic(path, doc)
+    path, doc = merge_family_results(out_dir, "localize.json", ctx.cfg.run_id, results)
+    mdir = path.parent
     out = {"run_id": ctx.cfg.run_id, "families": results, "json": str(path), "html": None, "png": []}
     if plots:
         from .plots import write_plots

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from runner._io import atomic_path, write_json_atomic
+from runner._io import atomic_path, file_sha256, write_json_atomic
 from runner.scoring import aggregate, battery_info, check_unknown, continuation_logprobs
 from runner.store import RunStore
 from runner.train.rescore import RescoreError, Scorable, open_hf_checkpoint, open_run_checkpoint, weight_steps
@@ -130,7 +130,7 @@ class Source:
             if not weights.exists():
                 raise PublicError(f"{model} @ {revision}: no weights at {weights}; check the run id and that the run "
                                   "saved that step")
-            return self.root / model, "sha256:" + _file_hash(weights)
+            return self.root / model, "sha256:" + file_sha256(weights)
         if self.kind == "local":
             folder = self.root / model / revision
             if not (folder / "config.json").exists():
@@ -157,23 +157,13 @@ class Source:
             raise PublicError(str(e)) from None
 
 
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _folder_hash(folder: Path) -> str:
     """sha256 over the folder's files (names and bytes), in name order."""
     h = hashlib.sha256()
     for p in sorted(folder.iterdir()):
         if p.is_file():
             h.update(p.name.encode())
-            with open(p, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
+            file_sha256(p, h)
     return h.hexdigest()
 
 

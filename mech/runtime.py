@@ -8,6 +8,7 @@ scope checks it.
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -15,6 +16,7 @@ from typing import Callable, Iterator
 import torch
 from safetensors.torch import load_file
 
+from runner._io import write_json_atomic
 from runner.model import weights_path
 
 
@@ -49,6 +51,18 @@ def scoped_hooks(model, fwd_hooks: list[tuple[str, Callable]]) -> Iterator[None]
         after = hook_count(model)
         if after != before:
             raise RuntimeError(f"hooks leaked: {after - before} left attached after the scope")
+
+
+def merge_family_results(out_dir: Path, name: str, run_id: str, results: dict) -> tuple[Path, dict]:
+    """Merge ``{family: result}`` into ``<out_dir>/mech/<name>`` (a file written for another run
+    id is replaced, not merged), atomically; returns the path and the merged document."""
+    path = out_dir / "mech" / name
+    doc = json.loads(path.read_text()) if path.exists() else {}
+    if doc.get("run_id") != run_id:
+        doc = {}
+    doc.setdefault("families", {}).update(results)
+    doc["run_id"] = run_id
+    return write_json_atomic(path, doc), doc
 
 
 def load_weights(model, run_dir: str | Path, step: int) -> None:

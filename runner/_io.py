@@ -4,6 +4,7 @@ one copy of each)."""
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import tempfile
@@ -15,6 +16,16 @@ if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound="BaseModel")
+
+
+def file_sha256(path: str | Path, h=None) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks; with ``h`` (a ``hashlib`` object) the bytes
+    are added to it instead and its digest so far returned."""
+    h = h or hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def utcnow(timespec: str = "microseconds") -> str:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner._io import file_sha256
 from runner.data.corpora import CorpusError
 from runner.registry import Registry
 
@@ -210,21 +211,13 @@ def _is_jsonl(path: Path) -> bool:
     return name.endswith((".jsonl", ".json", ".ndjson"))
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _files(req: SourceRequest, rest: str) -> Source:
     pattern = os.path.expanduser(rest)
     paths = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
     if not paths:
         raise CorpusError(f"source text:{rest}: no file matches {pattern!r}; check the path or glob")
     # the files' bytes are the revision: their sha256, in order (read once; cheap next to tokenizing)
-    files = [{"path": str(p.resolve()), "bytes": p.stat().st_size, "sha256": _file_digest(p)} for p in paths]
+    files = [{"path": str(p.resolve()), "bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in paths]
     revision = hashlib.sha256(json.dumps([f["sha256"] for f in files]).encode()).hexdigest()
     record = {"kind": "files", "pattern": pattern, "text_column": req.text_column, "files": files,
               "revision": revision}
