@@ -219,7 +219,7 @@ def show(
     --battery NAME: those of a rescored battery. A run of a seed quarantined by the prereg is
     refused unless unsealed."""
     from runner.analysis.verdicts import run_seeds
-    from runner.report.tables import figures_table, trajectory_table
+    from runner.report.tables import baseline_table, figures_table, trajectory_table
     from runner.store import is_run_dir
     from runner.trajectory import summary_of
 
@@ -235,6 +235,8 @@ def show(
             return
         console.print(trajectory_table(run, every=every))
         console.print(figures_table(summary))
+        if (bt := baseline_table(run, summary)) is not None:
+            console.print(bt)
         console.print(show_files(run, summary), markup=False)
 
 

@@ -33,6 +33,7 @@ from runner.data.matching import TokenStream, TokenTable, surface_forms
 from runner.data.rvp_support import K, class_counts, family_sites
 from runner.world.rules import RuleFamily
 from runner.world.rvp import RuleVsPrior
+from runner.world.targets import default_target, targets_of  # noqa: F401 (re-exported)
 
 from .registry import InterventionError
 
@@ -50,23 +51,6 @@ def as_rvp(family: RuleFamily) -> RuleVsPrior:
 def edit_mode(family: RuleVsPrior) -> str:
     """The counting mode the edit reads: ``windowed`` (cue before answer) or ``a_an``."""
     return "a_an" if family.kind == "a_an" else "windowed"
-
-
-def default_target(family: RuleFamily) -> str:
-    """The class a kill or rescue targets when none is named: a/an families' vowel class (the
-    class whose rule answer is *an*), else the first class in sorted order (``feminine`` of the
-    pronoun families, ``plural`` of number_agreement)."""
-    if isinstance(family, RuleVsPrior) and family.kind == "a_an":
-        (cls,) = [c for c, a in family.rule_answer.items() if a == "an"] or [sorted(family.cue_classes)[0]]
-        return cls
-    return sorted(family.cue_classes)[0]
-
-
-def targets_of(family: RuleFamily, classes: tuple[str, ...]) -> tuple[str, ...]:
-    """The classes of ``family`` among ``classes`` (the config's ``intervention.classes``), or its
-    :func:`default_target` when none of them is one of its classes."""
-    mine = tuple(c for c in classes if c in family.cue_classes)
-    return mine or (default_target(family),)
 
 
 def closed_form(rule: int, prior: int, p: float) -> float | None:

@@ -8,6 +8,8 @@ unseal reason, which is logged in the prereg's unseal chain (:mod:`runner.analys
 Per run and family: the classifier figures of :mod:`runner.summary` under the constants in force
 when the run's data was produced, transience = (peak - final) / (peak - chance), and bootstrap
 95% CIs over probe items (2,000 resamples, seeded by the run id) for peak, final and CM final.
+Under the paper's class-conditional kill, a dosed family's agree control reads only the agree
+items of the classes the kill leaves alone (:mod:`runner.analysis.agree_control`).
 
 Across runs: Spearman rho between support ratio and conflict final, whether the support ratio
 alone separates survivors from the displaced, collapse depth per data-to-parameter budget, and
@@ -32,7 +34,9 @@ import numpy as np
 from pydantic import ValidationError
 
 from runner._io import field_error, read_json
+from runner.analysis.agree_control import untouched_control
 from runner.analysis.dose_response import cross_model, dose_response
+from runner.analysis.gates import intervention_cells
 from runner.analysis.prereg import Locked
 from runner.analysis.quarantine import refuse_quarantined
 from runner.analysis.scoreboard import score_dose_prediction, score_prediction, scoreboard  # noqa: F401 (re-exported)
@@ -104,6 +108,12 @@ def run_identity(run_dir: Path) -> dict:
             "n_params": meta.get("n_params")}
 
 
+def _config(run_dir: Path) -> RunConfig | None:
+    """A trained run's config (None for a public checkpoint series: it has none)."""
+    p = run_dir / "config.json"
+    return RunConfig.model_validate(read_json(p)) if p.exists() else None
+
+
 def run_seeds(run_dirs) -> dict[str, int | None]:
     """``{run name: seed}`` of run folders, from their config (or identity), never their data:
     what :func:`runner.analysis.quarantine.refuse_quarantined` needs."""
@@ -120,12 +130,15 @@ def run_verdict(run_dir: Path, locked: Locked, unseal: bool = False) -> dict:
     k = locked.classifier_at(produced)
     out = {**base, "sealed": False, "status": locked.status(produced), "classifier": asdict(k), "families": {}}
     seed = int(hashlib.sha256(run_dir.name.encode()).hexdigest()[:8], 16)
+    cfg = _config(run_dir) if ident.get("dose", "none") != "none" else None
     for fam in store.families():
         steps = store.series(f"{fam}/step")
         cond, split = store.item_labels(fam, "condition"), store.item_labels(fam, "split")
         m = (cond == "conflict") & (split == "heldout")
         diff = store.series(f"{fam}/logp_correct")[:, m] - store.series(f"{fam}/logp_distractor")[:, m]
         f = figures_from_store(store, fam, k)
+        if cfg is not None:  # under a class-conditional kill: the agree items it leaves alone
+            f = untouched_control(store, cfg, fam, f, k)
         if "peak" in f:
             chance = 0.5
             f["transience"] = (f["peak"] - f["final"]) / (f["peak"] - chance) if f["peak"] > chance else None
@@ -231,7 +244,8 @@ def verdict(path: str | Path | Sequence[str | Path], locked: Locked, unseal: str
     runs = [run_verdict(d, locked, unsealed is not None) for d in dirs]
     by_name = {d.name: d for d in dirs}
     k = locked.classifier_at(None)
-    dr = dose_response(runs, lambda r, fam: support_ratio(by_name[r["run"]], fam), k)
+    cells = intervention_cells(runs, locked.prereg.intervention_gate)  # INTERVENTION-INVALID levels: no verdict
+    dr = dose_response(runs, lambda r, fam: support_ratio(by_name[r["run"]], fam), k, cells)
     return {
         "prereg": {"path": locked.path, "sha256": locked.record["sha256"], "locked_utc": locked.locked_utc,
                    "git_commit": locked.record.get("git_commit"), "amendments": locked.record["amendments"],

@@ -26,6 +26,7 @@ import numpy as np
 from runner._io import make_temp_dir, utcnow
 from runner.config import CorpusConfig
 from runner.world import vocab as V
+from runner.world.articles import ArticleRule, world_words
 from runner.world.presets import PRESETS, SyntheticSpec
 from runner.world.rules import RULES, InductionRule, filler_sentence
 
@@ -38,11 +39,20 @@ class CorpusError(ValueError):
 
 
 # ---- tokenizer ---------------------------------------------------------------------------------
-def world_tokenizer():
-    """The built-in word-level tokenizer: one id per world word, fixed order, no training."""
+def preset_words(preset: str | None = None) -> list[str]:
+    """The vocabulary of a built-in preset's corpus: the world's words, plus the extra words of
+    the opt-in families it draws (the a/an presets'), appended so every base id is unchanged."""
+    if preset is None:
+        return V.all_words()
+    return world_words(name for name, _ in PRESETS.get(preset).p_family)
+
+
+def world_tokenizer(preset: str | None = None):
+    """The built-in word-level tokenizer: one id per world word, fixed order, no training
+    (``preset``: that preset's vocabulary, see :func:`preset_words`; default the base world's)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    vocab = {w: i for i, w in enumerate(V.all_words())}
+    vocab = {w: i for i, w in enumerate(preset_words(preset))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=V.UNK))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return tok
@@ -70,7 +80,7 @@ def generate_story(rng: random.Random, spec: SyntheticSpec, support: float, leng
         for fam, p in families:
             acc += p
             if r < acc:
-                assert isinstance(fam, InductionRule)
+                assert isinstance(fam, (InductionRule, ArticleRule))
                 sent = fam.emit(rng, states[fam.name], support, spec.p_reuse)
                 break
         if sent is None:
@@ -84,7 +94,7 @@ def synthetic_rows(cfg: CorpusConfig, progress=None) -> np.ndarray:
     """``(n_stories, story_tokens)`` int32 ids, padded with ``<pad>``; chunk c uses its own seed."""
     spec = PRESETS.get(cfg.name)
     support = cfg.support if cfg.support is not None else spec.support
-    vocab = {w: i for i, w in enumerate(V.all_words())}
+    vocab = {w: i for i, w in enumerate(preset_words(cfg.name))}
     pad = vocab[V.PAD]
     rows = np.full((cfg.n_stories, cfg.story_tokens), pad, dtype=np.int32)
     for start in range(0, cfg.n_stories, CHUNK):
@@ -183,7 +193,7 @@ def build_corpus(cfg: CorpusConfig, out_root: str | Path, progress=None) -> Path
         rows, tok = hf_rows(cfg)
         generator = {"kind": "hf", "path": cfg.name[3:], "text_column": cfg.text_column}
     else:
-        rows, tok = synthetic_rows(cfg, progress), world_tokenizer()
+        rows, tok = synthetic_rows(cfg, progress), world_tokenizer(cfg.name)
         spec = PRESETS.get(cfg.name)
         generator = {"kind": "synthetic", **asdict(spec),
                      "support": cfg.support if cfg.support is not None else spec.support, "chunk": CHUNK}

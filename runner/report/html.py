@@ -3,9 +3,11 @@ beside it) for a run or a folder of runs.
 
 Sections: the pre-registration (hash, lock time, amendments), the scoreboard (predictions and
 falsifiers, PASS/FAIL/VOID, exploratory/confirmatory), the phase table (corpus x budget x seed ->
-label per family), support ratio vs conflict final, interventions, public checkpoints, support
-calibrations, and every run's trajectories (followed by the sections the caller adds per run,
-e.g. a mechanistic localization: ``extra_sections``).
+label per family), support ratio vs conflict final, interventions (a dose level voided by the
+intervention-validity gate shows INTERVENTION-INVALID, not a number), public checkpoints, support
+calibrations, the n-gram baseline of the runs that have a ``baseline.json``, and every run's
+trajectories (followed by the sections the caller adds per run, e.g. a mechanistic localization:
+``extra_sections``).
 
 Every threshold drawn comes from the classifier in force: a run's plot from the constants its
 labels were computed with (the locked prereg's, plus the amendments dated before its data), the
@@ -26,6 +28,7 @@ from runner.analysis.audit import Calibration
 from runner.analysis.dose_response import treatment
 from runner.analysis.prereg import Locked, unregistered
 from runner.analysis.verdicts import find_runs, verdict
+from runner.report.baseline import baseline_section
 from runner.report.plots import (
     plot_calibration,
     plot_cross_model,
@@ -39,6 +42,8 @@ from runner.trajectory import Classifier
 RunSection = Callable[[Path], list[str]]
 # A section a caller adds once, over every unsealed run (e.g. runs side by side): folders -> fragments.
 SweepSection = Callable[[list[Path]], list[str]]
+# What a dose level voided by the intervention-validity gate shows instead of its figures.
+INVALID_MARK = "INTERVENTION-INVALID"
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}
@@ -70,6 +75,17 @@ def fmt(v) -> str:
     return html.escape(str(v))
 
 
+def _level_cells(lv: dict) -> str:
+    """A dose level's figures (mean final, mean CM final, labels, controls), or, for a level the
+    intervention-validity gate voided, INTERVENTION-INVALID and the failing control families."""
+    if lv.get("void"):
+        fams = ", ".join(lv["void"].get("families", []))
+        return (f"<td class=VOID colspan=2>{INVALID_MARK}</td><td class=l colspan=2>no verdict: control "
+                f"families failing: {html.escape(fams)}</td>")
+    return (f"<td>{fmt(lv['mean_final'])}</td><td>{fmt(lv['mean_cm_final'])}</td>"
+            f"<td class=l>{', '.join(lv['labels'])}</td><td>{'valid' if lv['controls_valid'] else 'INVALID'}</td>")
+
+
 def _dose_sections(dr: dict, out: Path) -> list[str]:
     """The interventions: the asymmetry table, the dose-response table and its plot."""
     if not dr["groups"]:
@@ -94,9 +110,7 @@ def _dose_sections(dr: dict, out: Path) -> list[str]:
             body += (f"<tr><td class=l>{html.escape(treatment(g))}</td><td class=l>{g['family']}</td><td class=l>"
                      f"{g['corpus']}/{g['budget']}</td><td class=l>{lv['dose_name']}</td><td>{lv['n_seeds']}</td>"
                      f"<td>{fmt(lv['support_contested'])}</td><td>{fmt(lv['support_windowed'])}</td>"
-                     f"<td>{fmt(lv['mean_final'])}</td><td>{fmt(lv['mean_cm_final'])}</td>"
-                     f"<td class=l>{', '.join(lv['labels'])}</td>"
-                     f"<td>{'valid' if lv['controls_valid'] else 'INVALID'}</td></tr>")
+                     f"{_level_cells(lv)}</tr>")
     parts.append("<h3>Dose-response (dose 0 = the undosed runs of the same corpus and budget)</h3><table><tr>"
                  "<th class=l>intervention</th><th class=l>family</th><th class=l>corpus</th><th class=l>dose</th>"
                  "<th>seeds</th><th>support seen (contested)</th><th>support seen (windowed)</th><th>mean final</th>"
@@ -360,6 +374,7 @@ def write_report(path: str | Path, locked: Locked | None = None, unseal: str | N
     unsealed = [dirs[r["run"]] for r in v["runs"] if not r["sealed"]]
     for section in sweep_sections:
         parts += section(unsealed)
+    parts += baseline_section([dirs[r["run"]] for r in v["runs"] if not r["sealed"]], v["runs"])
     parts += _trajectory_sections(v, dirs, out, extra_sections)
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>ungrok report</title><style>{_CSS}</style>"
             f"<script>{_JS}</script></head><body>{''.join(parts)}</body></html>")

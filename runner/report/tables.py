@@ -54,3 +54,23 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.3f}"
     return str(v)
+
+
+def baseline_table(run_dir: str | Path, summary: dict | None = None):
+    """A rich Table of the run's n-gram baseline (``baseline.json``, :mod:`runner.report.baseline`)
+    beside the model's own figures from ``summary``; None when the run has no baseline.json."""
+    from rich.table import Table
+
+    from runner.report.baseline import BASELINE, baseline_rows
+
+    rows = baseline_rows(run_dir, (summary or {}).get("families"))
+    if not rows:
+        return None
+    t = Table(title=f"n-gram baseline ({BASELINE}; heldout): the same battery on the stream the run saw")
+    keys = ["order", "family", "conflict", "agree", "cm", "control_valid", "model_label", "model_final",
+            "model_agree_final"]
+    for k in keys:
+        t.add_column(k.replace("_", " "), justify="left" if k in ("family", "model_label") else "right")
+    for r in rows:
+        t.add_row(*[_fmt(r[k]) for k in keys])
+    return t

@@ -32,6 +32,13 @@ PRESETS.register("web", SyntheticSpec(support=0.1))
 PRESETS.register("synthetic", SyntheticSpec(support=0.5))  # support must be given explicitly
 
 
+# Opt-in a/an (runner.world.articles): the same world plus article sentences; their own words
+# enter the tokenizer only here, so the presets above keep their vocabulary, streams and run ids.
+AN_MIX = (("pronoun_gender", 0.6), ("number_agreement", 0.15), ("a_an", 0.15))
+PRESETS.register("stories-an", SyntheticSpec(support=0.8, p_family=AN_MIX))
+PRESETS.register("web-an", SyntheticSpec(support=0.1, p_family=AN_MIX))
+
+
 def check_reference(v: str) -> str:
     """An intervention's rescue reference (its unit delta): ``paper`` (the paper's 1.67175e-3
     targeted-class windowed rule events per token of TinyStories), a preset to measure at the run's

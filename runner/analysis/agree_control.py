@@ -1,0 +1,79 @@
+"""The agree control of a dosed run: the paper's control, over the agree items the edit leaves alone.
+
+The paper's agree items are those where rule and prior coincide (masculine cue -> *he*; a
+consonant-initial word -> *a*); its kill flips the rule's answers of one class only (girl-name
+cues: *she* -> *he*), so it never touches them, and the paper reports agree controls >= 0.94
+under kill. The built-in batteries' agree items test *every* class (the in-context copy agrees
+with the rule after a feminine cue too, ``Mary cried because she ... Anna cried because`` ->
+*she*), so a feminine-only kill hits half of them, and the pooled control of a ``kill:1.0`` run
+fails although the construction is intact.
+
+Under the paper's class-conditional ``kill`` (``kill:p``, ``kill:ratio=r``) the control of each
+dosed family is therefore computed over its heldout agree items whose cue class the edit does not
+target (the item's class is the class whose rule answer begins its correct continuation; the
+items are regenerated from the run's config and matched by item id). The figures the classifier
+reads (``agree_final``, ``agree_max``, ``control_valid``) are replaced by that subset's; the
+pooled ones stay beside them (``agree_final_all``, ``control_valid_all``) with ``control_items``
+naming the subset. Undosed runs, other doses (rescue, the contested edits, which touch every
+class) and families the dose does not edit keep the pooled control unchanged. Computed from the
+stored per-item log-probabilities at analysis time: no stored figure changes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from runner.config import RunConfig
+from runner.doses import parse_dose_key
+from runner.scoring import battery_for
+from runner.trajectory import Classifier, family_figures
+from runner.world.rules import RULES
+from runner.world.targets import targets_of
+
+CLASS_CONDITIONAL = ("kill",)  # doses that edit the targeted classes only
+
+
+def untouched_classes(cfg: RunConfig, family: str) -> tuple[str, ...] | None:
+    """The cue classes of ``family`` a run's dose leaves alone, or None when the pooled control
+    applies (undosed, not a class-conditional dose, a family the dose does not edit or that has no
+    registered classes)."""
+    name, _, _ = parse_dose_key(cfg.dose)
+    if name not in CLASS_CONDITIONAL or family not in cfg.dose_families or family not in RULES:
+        return None
+    fam = RULES.get(family)
+    hit = set(targets_of(fam, cfg.intervention.classes))
+    rest = tuple(c for c in sorted(fam.cue_classes) if c not in hit)
+    return rest or None
+
+
+def item_classes(cfg: RunConfig, family: str) -> dict[str, str]:
+    """item id -> cue class, for ``family``'s agree items of the run's battery."""
+    answers = {a: c for c, a in RULES.get(family).rule_answer.items()}
+    out = {}
+    for it in battery_for(cfg):
+        if it.family == family and it.condition == "agree":
+            cls = answers.get(it.correct.split()[0]) if it.correct.split() else None
+            if cls is not None:
+                out[it.item_id] = cls
+    return out
+
+
+def untouched_control(store, cfg: RunConfig, family: str, figures: dict, k: Classifier) -> dict:
+    """``figures`` with the control recomputed over the untouched agree items (see the module
+    docstring), or unchanged when the pooled control applies or no such item is stored."""
+    keep = untouched_classes(cfg, family)
+    if keep is None or "agree_final" not in figures:
+        return figures
+    ids = store.item_labels(family, "item")
+    cls = item_classes(cfg, family)
+    cond, split = store.item_labels(family, "condition"), store.item_labels(family, "split")
+    m = (cond == "agree") & (split == "heldout") & np.isin(np.array([cls.get(i, "") for i in ids]), keep)
+    if not m.any():
+        return figures
+    steps = store.series(f"{family}/step")
+    diff = store.series(f"{family}/logp_correct")[:, m] - store.series(f"{family}/logp_distractor")[:, m]
+    sub = family_figures(steps, store.series(f"{family}/acc_conflict_heldout"), (diff > 0).mean(1), None, k)
+    return {**figures, "agree_final_all": figures["agree_final"], "agree_max_all": figures.get("agree_max"),
+            "control_valid_all": figures["control_valid"], "agree_final": sub["agree_final"],
+            "agree_max": sub["agree_max"], "control_valid": sub["control_valid"],
+            "control_items": f"agree items of untargeted classes {list(keep)} ({int(m.sum())} heldout)"}
