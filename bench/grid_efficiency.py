@@ -2,8 +2,11 @@
 
 Runs a small grid (default: web x packed x 4 seeds, tiny model, 300 steps) on a local Ray with
 every core, then prints: wall time, sum of run times, efficiency = sum of run times / (workers x
-wall), and the per-task overhead = (task wall seen by the task) - (train_run time), plus the
-round-trip of an empty task in a fresh worker process (max_calls=1, what every cell pays).
+wall), plus the round-trip of an empty task in a fresh worker process (max_calls=1, what every
+cell pays) and the per-cell fixed cost: what a fresh worker spends before its first training step,
+timed phase by phase inside one (imports of torch / ray / ungrok's trainer / DeepSpeed, the model
+library's import on the first model build, the process group, the corpus (stream) load, the
+DeepSpeed engine), plus the empty task's round trip for the worker itself.
 
     python bench/grid_efficiency.py [--seeds 4] [--steps 300]
 """
@@ -42,6 +45,42 @@ def _noop():
     return os.getpid()
 
 
+def _fixed_cost(cfg_json: str, corpora_dir: str) -> dict:
+    """In a fresh worker: seconds of each phase a cell pays before its first step (in order)."""
+    t, out = time.perf_counter(), {}
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        out[name], t = now - t, now
+
+    import torch  # noqa: F401
+
+    lap("import torch")
+    from runner.config import RunConfig
+    from runner.train import train_run  # noqa: F401
+    from runner.train.loop import _load_corpora, build_engine
+
+    lap("import ungrok trainer")
+    import deepspeed  # noqa: F401
+
+    lap("import deepspeed")
+    from runner.model import build_model
+
+    cfg = RunConfig.model_validate_json(cfg_json)
+    build_model(cfg.model, 64, cfg.train.seed)
+    lap("model build (incl. transformer_lens import)")
+    from runner.train.dist import ensure_process_group
+
+    ensure_process_group()
+    lap("process group")
+    corpus, _ = _load_corpora(cfg, Path(corpora_dir))
+    lap("stream load")
+    build_engine(cfg, build_model(cfg.model, corpus.tokenizer.get_vocab_size(), cfg.train.seed), 1)
+    lap("engine init")
+    return out
+
+
 def measure(seeds: int = 4, steps: int = 300) -> list[dict]:
     """Rows ``{figure, value, conditions}`` for the benchmark table (see the module docstring)."""
     import ray
@@ -66,6 +105,8 @@ def measure(seeds: int = 4, steps: int = 300) -> list[dict]:
                 t = time.time()
                 ray.get(ray.remote(max_calls=1)(_noop).remote())
                 fresh.append(time.time() - t)
+            cell = load_grid(spec).cells()[0].config.model_dump_json()
+            fixed = ray.get(ray.remote(max_calls=1)(_fixed_cost).remote(cell, str(Path(tmp) / "sw" / "corpora")))
             res = run_sweep(spec, Path(tmp) / "sw", progress=False)
         finally:
             ray.shutdown()
@@ -76,6 +117,9 @@ def measure(seeds: int = 4, steps: int = 300) -> list[dict]:
         {"figure": "runs/hour", "value": f"{res.ran / res.wall_seconds * 3600:.0f}", "conditions": "same run"},
         {"figure": "Ray empty task in a fresh worker, median (s)", "value": f"{statistics.median(fresh):.2f}",
          "conditions": f"max_calls=1, what every cell pays once; first task (worker start) {t_first:.2f} s"},
+        {"figure": "per-cell fixed cost: fresh worker to first training step (s)",
+         "value": f"{statistics.median(fresh) + sum(fixed.values()):.2f}",
+         "conditions": "empty-task round trip + " + ", ".join(f"{k} {v:.2f}" for k, v in fixed.items())},
     ]
 
 

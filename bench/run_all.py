@@ -2,11 +2,12 @@
 
 Runs, in one process on this machine and in this order (each figure names its conditions):
 training throughput (DeepSpeed vs plain PyTorch, ``train_throughput``), the trainer's phase
-overheads and mech capture (``train_phases``), grid efficiency on a local Ray
-(``grid_efficiency``), zarr vs ``numpy.save`` writes (``zarr_write``) and work lost to a SIGKILL
-(``resume_lost_work``). The demo's end-to-end wall time is read from a finished demo sweep's
-manifest (``--demo-sweep``, written by ``ungrok sweep``/``ungrok demo`` when a sweep ends), not
-re-run here (it takes as long as the demo). ``--quick`` shrinks every benchmark (for a smoke
+overheads and mech capture (``train_phases``), grid efficiency on a local Ray and the per-cell
+fixed cost of a fresh worker (``grid_efficiency``), zarr vs ``numpy.save`` writes
+(``zarr_write``) and work lost to a SIGKILL (``resume_lost_work``). The demo's end-to-end
+wall time is read from a finished demo sweep's manifest (``--demo-sweep``, written by
+``ungrok sweep``/``ungrok demo`` when a sweep ends), not re-run here (it takes as long as the
+demo). ``--quick`` shrinks every benchmark (for a smoke
 check; its figures are noisier). The table is printed and written atomically, with the date and
 a machine description, to --out (default ``bench/RESULTS.md``, which the README links).
 """

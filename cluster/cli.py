@@ -154,7 +154,7 @@ def _train_config(config: Optional[Path], preset: Optional[str], arm: Optional[s
 def train(
     corpus: str = typer.Option("web", help="stories | web | synthetic | hf:<dataset folder> | the --name of a "
                                            "corpus built from --source under <out>/corpora"),
-    budget: str = typer.Option("packed", help="packed | dn<ratio> (e.g. dn5, dn15)"),
+    budget: str = typer.Option("packed", help="packed | dn<ratio> (e.g. dn5, dn1.5)"),
     seed: int = typer.Option(42, help="training seed (init and data order)"),
     out: Path = typer.Option(Path("runs"), help="runs folder (corpora are built under <out>/corpora)"),
     steps: Optional[int] = typer.Option(None, help="training steps (default 5000)"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -220,17 +221,35 @@ def _audit_row(f: str, m: str, c: dict, cal) -> list[str]:
     return [f, "pooled", m, f"{c['rule']:,}", f"{c['prior']:,}", fmt_ratio(c), fstar, call]
 
 
+def _audit_ticker(name: str, ticker):
+    """A ``progress(n_docs, n_total)`` that writes plain lines, a new ticker for each pass over the
+    corpus (built-in families, then rule-versus-prior ones) and a closing line at the total."""
+    state: dict = {}
+
+    def progress(n: int, total: int | None) -> None:
+        t = state.get("t")
+        if t is None or n < t.last:
+            t = state["t"] = ticker(name, total, unit="docs")
+        t.update(n, force=n == total)
+    return progress
+
+
 def _audit_counts(corpus: Path, builtin: list[str], rvp: list[str], **kw):
     """(built-in families' AuditResult or None, rule-versus-prior families' or None), with a progress bar."""
     from rich.progress import Progress
 
+    from runner._progress import Ticker, plain_progress
     from runner.analysis.audit import AuditError, audit_corpus
     from runner.analysis.audit_rvp import audit_rvp
 
     pool, multi, workers = kw.pop("pool"), kw.pop("multi_token_cues"), kw.pop("workers")
-    with Progress(console=console, transient=True) as p:
-        task = p.add_task(f"auditing {corpus}", total=None)
-        kw["progress"] = lambda n, tot: p.update(task, completed=n, total=tot)
+    plain = plain_progress()  # piped: plain lines (a rich bar shows nothing until it stops)
+    with (nullcontext() if plain else Progress(console=console, transient=True)) as p:
+        if p is None:
+            kw["progress"] = _audit_ticker(f"audit {corpus}", Ticker)
+        else:
+            task = p.add_task(f"auditing {corpus}", total=None)
+            kw["progress"] = lambda n, tot: p.update(task, completed=n, total=tot)
         try:
             res = audit_corpus(corpus, builtin, workers=workers, **kw) if builtin else None
             res_rvp = audit_rvp(corpus, rvp, pool=pool, multi_token_cues=multi, **kw) if rvp else None

@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from runner._progress import track
 from runner.model import load_model
 from runner.scoring import encode_battery
 from runner.store import open_run_store
@@ -179,7 +180,8 @@ def appendix_run(run_dir: str | Path, family: str | list[str] | None = None, *, 
     fams = ctx.families if family is None else ([family] if isinstance(family, str) else list(family))
     with torch_threads(threads), torch.no_grad():
         results = {f: analyse_family(run_dir, f, measures, source=source, capture_missing=capture_missing,
-                                     store=store, group=group, items=items, log=log) for f in fams}
+                                     store=store, group=group, items=items, log=log)
+                   for f in track(fams, f"appendix {ctx.cfg.run_id}", unit="families", log=log, every=1)}
     path, doc = merge_family_results(out_dir, "appendix.json", ctx.cfg.run_id, results)
     mdir = path.parent
     out = {"run_id": ctx.cfg.run_id, "families": results, "json": str(path), "png": []}

@@ -40,6 +40,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from runner._progress import track
 from runner.model import load_model
 from runner.scoring import encode_battery
 from runner.store import open_run_store
@@ -191,7 +192,8 @@ def _measure_steps(run_dir: Path, family: str, steps: list[int], probes, conflic
     switched pairs), attention to cue and evidence, and the embedding alignment."""
     m: dict[str, list] = {k: [] for k in ("labels", "dla", "ld", "ld_switched", "emb", "heads", "attn_out",
                                           "mlp_out", "attn_cue", "attn_ev")}
-    for i, step in enumerate(steps):
+    for step in track(steps, f"localize {family}", unit="checkpoints", log=log, every=1,
+                      info=lambda s: f"step {s} LD {m['ld'][-1]:+.3f}"):
         model = load_model(run_dir, step)
         labels, contrib, ld = direct_logit_attribution(model, probes, batch_size)
         m["labels"] = labels
@@ -206,8 +208,6 @@ def _measure_steps(run_dir: Path, family: str, steps: list[int], probes, conflic
         m["attn_cue"].append(c)
         m["attn_ev"].append(e)
         m["emb"].append(embedding_alignment(model, family, tokenizer))
-        if log:
-            log(f"{family}: step {step} ({i + 1}/{len(steps)}) LD {m['ld'][-1]:+.3f}")
     return m
 
 
@@ -290,7 +290,8 @@ def localize_run(run_dir: str | Path, family: str | list[str] | None = None, ste
     fams = ctx.families if family is None else ([family] if isinstance(family, str) else list(family))
     with torch_threads(threads), torch.no_grad():
         results = {f: localize_family(run_dir, f, steps, split=split, top_k=top_k, batch_size=batch_size,
-                                      items=items, log=log) for f in fams}
+                                      items=items, log=log)
+                   for f in track(fams, f"localize {ctx.cfg.run_id}", unit="families", log=log, every=1)}
     path, doc = merge_family_results(out_dir, "localize.json", ctx.cfg.run_id, results)
     mdir = path.parent
     out = {"run_id": ctx.cfg.run_id, "families": results, "json": str(path), "html": None, "png": []}

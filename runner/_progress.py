@@ -20,7 +20,9 @@ import math
 import os
 import sys
 import time
-from typing import Callable
+from typing import Callable, Iterator, Sequence, TypeVar
+
+T = TypeVar("T")
 
 PREFIX = "progress:"  # no brackets: rich would read "[progress]" as markup and drop it
 
@@ -103,3 +105,19 @@ class Ticker:
         done = self.total if done is None and self.total else (done or self.last)
         took = f"done in {fmt_seconds(self.clock() - self.t0)}"
         self.update(done, f"{took}  {info}".strip(), force=True)
+
+
+def track(items: Sequence[T], name: str, *, unit: str = "items", log: Callable[[str], None] | None = print,
+          every: int | None = None, info: Callable[[T], str] | None = None) -> Iterator[T]:
+    """Yield ``items``, writing a :class:`Ticker` line through ``log`` after each one that is due
+    and the closing line after the last (nothing when ``log`` is None); ``info(item)`` is appended
+    to a line (e.g. the checkpoint's step)."""
+    t = Ticker(name, len(items), unit=unit, every=every, log=log) if log is not None else None
+    for i, item in enumerate(items, 1):
+        yield item
+        if t is not None:
+            extra = info(item) if info else ""
+            if i == len(items):
+                t.done_line(i, extra)
+            else:
+                t.update(i, extra)

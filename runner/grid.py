@@ -5,7 +5,7 @@ A spec file (TOML)::
     name = "demo"
     [axes]
     corpora = ["web", "stories"]          # corpus names (or tables: {name = "synthetic", support = 0.3})
-    budgets = ["packed", "dn5", "dn15"]
+    budgets = ["packed", "dn5", "dn1.5"]
     seeds = [42, 43, 44]
     doses = ["none"]                      # "<intervention>:<level>"; interventions register in DOSES
     # a corpus table may carry its own doses, budgets or seeds, e.g. kill where the rule survives,

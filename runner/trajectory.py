@@ -240,8 +240,24 @@ def family_figures(steps: np.ndarray, conflict: np.ndarray, agree: np.ndarray, c
     out = _accuracy_figures(s, conflict[keep], agree[keep], k)
     out.update(_no_cm() if cm is None else _cm_figures(steps, np.asarray(cm, float), out["peak_step"], k))
     out.update(_timing(out["cm_cross"], out["onset"], k))
+    out.update(_noise(steps, None if cm is None else np.asarray(cm, float), out["cm_cross"], out["onset"]))
     out["n_evals"] = int(len(s))
     return out
+
+
+def _noise(steps: np.ndarray, cm: np.ndarray | None, cross: int | None, onset: int | None) -> dict:
+    """Descriptive, not in any verdict: ``cm_noise`` = median |CM[i+1] - CM[i]| over adjacent raw
+    evaluations after the crossing (None without a crossing or with fewer than two evaluations
+    after it), the checkpoint-to-checkpoint jitter of the margin once the rule has been displaced;
+    ``cross_lag_evals`` = (cm_cross - onset) in evaluation intervals (median step spacing)."""
+    lag = None
+    if cross is not None and onset is not None and len(steps) > 1:
+        lag = float((cross - onset) / np.median(np.diff(steps)))
+    if cm is None or cross is None:
+        return {"cm_noise": None, "cross_lag_evals": lag}
+    after = cm[steps > cross]
+    noise = float(np.median(np.abs(np.diff(after)))) if len(after) >= 2 else None
+    return {"cm_noise": noise, "cross_lag_evals": lag}
 
 
 def figures_from_store(store: RunStore, family: str, k: Classifier = Classifier()) -> dict:

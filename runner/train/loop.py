@@ -35,7 +35,7 @@ from runner.model import build_model, model_vocab, n_params
 from runner.scoring import battery_for, check_unknown, encode_battery, training_bos
 from runner.store import RunDir, RunStore, group_complete
 from runner.train.callbacks import Callbacks, TrainCallback, TrainContext, default_callbacks
-from runner.train.dist import device, ensure_process_group
+from runner.train.dist import device, ensure_process_group, lean_single_process
 from runner.train.optim import Schedule, build_optimizer
 from runner.world.batteries import check_cells
 
@@ -60,8 +60,8 @@ def check_probes(cfg: RunConfig) -> None:
     items = battery_for(cfg)
     check_cells(items, cfg.probes.battery or "probes")  # heldout conflict and agree items in every family
     if cfg.corpus.is_world:
-        check_unknown(encode_battery(items, world_tokenizer(), None, cfg.model.n_ctx), cfg.probes.max_unknown,
-                      "probes.battery")
+        tok = world_tokenizer(cfg.corpus.name)  # the preset's vocabulary (a/an presets add words)
+        check_unknown(encode_battery(items, tok, None, cfg.model.n_ctx), cfg.probes.max_unknown, "probes.battery")
 
 
 def train_run(cfg: RunConfig, out: str | Path, *, callbacks: Sequence[TrainCallback] = (), progress: bool = True,
@@ -194,6 +194,8 @@ def build_engine(cfg: RunConfig, model, world: int):
     # Schedule is an LRScheduler; DeepSpeed's annotation names the old _LRScheduler
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched,  # pyright: ignore
                                            config=ds_config)
+    if world == 1 and not cfg.train.zero_stage:
+        lean_single_process(engine)  # what a group of one does for nothing; same numbers
     return engine, sched
 
 

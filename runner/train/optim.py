@@ -107,6 +107,21 @@ def build_optimizer(o: OptimConfig, model) -> torch.optim.Optimizer:
     return MuonAdamW(muon, torch.optim.AdamW(rest, betas=o.betas)) if rest else muon
 
 
+def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale the gradients of ``params`` so that their global 2-norm is at most ``max_norm``; returns
+    the norm. The arithmetic of DeepSpeed's ``clip_grad_norm_`` on one process, bit for bit: each
+    gradient's norm in fp32, ``sqrt(sum of squares)`` of those, then every gradient times
+    ``min(1, max_norm / (norm + 1e-6))`` (also when that is 1); without its all-reduce over a group
+    of one and its per-call list building."""
+    grads = [p.grad for p in params if p.grad is not None]
+    total = torch.stack([g.detach().float().norm(2.0) for g in grads]).pow(2.0).sum().float().pow(0.5)
+    one, cap = torch.tensor([1.0], device=total.device), torch.tensor([float(max_norm)], device=total.device)
+    coef = torch.min(one, cap / (total + 1e-6))
+    for g in grads:
+        g.mul_(coef)
+    return total
+
+
 class Schedule(torch.optim.lr_scheduler.LRScheduler):
     """Sets every group's learning rate (``initial_lr * lr_factor``) and weight decay
     (``initial_weight_decay * wd_factor``) for the next update; DeepSpeed steps it after each

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 
 from runner._io import hold_folder
+from runner._progress import Ticker
 from runner.config import RunConfig
 from runner.model import build_model
 from runner.scoring import (
@@ -159,27 +160,35 @@ def _todo(run: RunDir, store: RunStore) -> tuple[list[int], list[int]]:
 
 
 def _score_steps(store: RunStore, loaded: _RunModel, enc: EncodedBattery, trained: RunStore, todo: list[int],
-                 threads: int, on_row: Callable[[int], None] | None) -> None:
+                 threads: int, on_row: Callable[[int], None] | None,
+                 progress: Callable[[str], None] | None = None) -> None:
     """Append one row per step of ``todo``, under training's thread count (the same arithmetic, bit
-    for bit); loss and lr are training's at the same step."""
+    for bit); loss and lr are training's at the same step. ``progress``: where plain progress lines
+    go (``runner._progress.Ticker``: every tenth of the checkpoints or 30 s), None for none."""
     loss = dict(zip(trained.steps().tolist(), trained.series("train/loss").tolist()))
     lr = dict(zip(trained.steps().tolist(), trained.series("train/lr").tolist()))
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for step in todo:
+        ticker = Ticker(f"rescore {loaded.run.name}", len(todo), unit="checkpoints", log=progress) if progress else None
+        for i, step in enumerate(todo, 1):
             append_scores(store, loaded.at(step), enc, step, loss.get(step, float("nan")), lr.get(step, float("nan")))
             if on_row is not None:
                 on_row(step)
+            if ticker is not None and i == len(todo):
+                ticker.done_line(i, f"step {step}")
+            elif ticker is not None:
+                ticker.update(i, f"step {step}")
     finally:
         torch.set_num_threads(before)
 
 
 def rescore_run(run_dir: str | Path, battery: str | Path, *, name: str | None = None, max_unknown: float = 0.5,
-                log: Callable[[str], None] = print, on_row: Callable[[int], None] | None = None) -> dict:
+                log: Callable[[str], None] = print, on_row: Callable[[int], None] | None = None,
+                progress: Callable[[str], None] | None = print) -> dict:
     """Score ``battery`` at every saved checkpoint of the finished run ``run_dir`` not yet scored
     into its group ``rescore/<name>``; returns what it did. ``on_row(step)`` is called after each
-    row is written (a progress hook)."""
+    row is written (a progress hook); ``progress`` receives plain progress lines (None: silent)."""
     run = RunDir(run_dir)
     trained, enc, info, cfg = plan_rescore(run, battery, name, max_unknown)
     with hold_folder(run.rescore_dir(info["name"]), f"the rescore of {info['name']} in"):  # one writer
@@ -188,7 +197,7 @@ def rescore_run(run_dir: str | Path, battery: str | Path, *, name: str | None = 
         init_scores(store, enc, {"run_id": trained.attr("run_id"), "rescore_of": run.training_location()[1] or "/",
                                  **score_attrs(enc, info)})
         steps, todo = _todo(run, store)
-        _score_steps(store, _RunModel(run), enc, trained, todo, cfg.train.threads, on_row)
+        _score_steps(store, _RunModel(run), enc, trained, todo, cfg.train.threads, on_row, progress)
         store.mark_complete()
         with battery_view(info["name"]):
             write_summary(run.path)

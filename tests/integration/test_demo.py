@@ -47,6 +47,10 @@ def test_tiny_tour_end_to_end_and_rerun_skips(tmp_path, local_ray, capsys, monke
     r = run_demo(tmp_path / "demo", grid=grid, prereg=prereg, progress=True, log=print)
     assert r["sweep"].ran == 3 and not r["sweep"].failed
     _assert_progress_lines(capsys.readouterr().out, r["sweep"])
+    corpus = sorted((tmp_path / "demo" / "sweep" / "corpora").glob("*/manifest.json"))[0].parent
+    assert cli_main(["audit", str(corpus), "--rules", "pronoun_gender"]) == 0  # piped: plain lines, no bar
+    audit = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(f"progress: audit {corpus}: ")]
+    assert audit and "(100%)" in audit[-1], audit
     assert r["report"].exists() and (r["report"].parent / "dose_response.png").exists()
     v = json.loads(r["verdict_json"].read_text())
     scored = {p["id"]: p for p in v["predictions"] + v["falsifiers"]}

@@ -126,7 +126,10 @@ def test_show_verdict_and_report_read_a_rescored_battery(trained, tmp_path, caps
 
     run, ood = trained
     assert cli_main(["rescore", str(run), "--battery", str(ood)]) == 0
-    capsys.readouterr()
+    out = capsys.readouterr().out  # piped: plain progress lines over the checkpoints
+    n = len(RunDir(run).weight_files())
+    assert any(ln.startswith(f"progress: rescore {run.name}: {n}/{n} (100%)") and "done in" in ln
+               for ln in out.splitlines()), out
     assert cli_main(["show", str(run), "--battery", "ood", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert set(shown["families"]) == set(FAMILIES_OOD)

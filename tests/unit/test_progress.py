@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from runner._progress import PREFIX, Ticker, fmt_seconds, plain_progress
+from runner._progress import PREFIX, Ticker, fmt_seconds, plain_progress, track
 from runner.train.callbacks import ProgressBar, ProgressLines, default_callbacks
 
 
@@ -142,3 +142,25 @@ def test_stream_build_writes_a_line_as_it_starts_and_ends(monkeypatch, tmp_path)
     assert lines[1].startswith(f"{PREFIX} streams of r1: ready in ")
     assert streams.build_streams(cfg, tmp_path) == (tmp_path / "base", None)  # type: ignore[arg-type]
     assert len(lines) == 2  # no log, no lines
+
+
+def test_track_yields_every_item_with_a_line_each_and_a_closing_line():
+    lines: list[str] = []
+    seen = list(track([10, 20, 30], "localize f", unit="checkpoints", log=lines.append, every=1,
+                      info=lambda s: f"step {s}"))
+    assert seen == [10, 20, 30] and len(lines) == 3
+    assert lines[0].startswith(f"{PREFIX} localize f: 1/3 (33%)") and lines[0].endswith("step 10")
+    assert lines[-1].startswith(f"{PREFIX} localize f: 3/3 (100%)") and "done in" in lines[-1]
+    assert list(track([1, 2], "quiet", log=None)) == [1, 2]  # no log, no lines
+
+
+def test_audit_ticker_starts_a_new_ticker_for_each_pass():
+    from cluster.cli_analysis import _audit_ticker
+
+    lines: list[str] = []
+    progress = _audit_ticker("audit c", lambda *a, **kw: Ticker(*a, **kw, every=10**6, log=lines.append))
+    for n in (5, 10):  # first pass (built-in families): a line only at its total
+        progress(n, 10)
+    for n in (4, 10):  # second pass (rule-versus-prior families) starts again at the beginning
+        progress(n, 10)
+    assert [ln.split(":", 2)[2].split()[0] for ln in lines] == ["10/10", "10/10"]
