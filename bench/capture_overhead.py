@@ -5,7 +5,8 @@
 
 Training time is the store attribute ``train_seconds`` of a complete run (written by
 ``runner.store.RunStore.mark_complete``). The capture (``mech.capture.capture_run``, every
-checkpoint and every family by default) is written to a temporary zarr store, so the run folder
+checkpoint and every family by default; ``--codec`` picks the arrays' codec, default capture's
+own) is written to a temporary zarr store, so the run folder
 and a sweep's shared store are left untouched. Prints both times, the fraction, and the capture
 time per checkpoint.
 """
@@ -36,10 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps-every", type=int, default=1, help="capture every K-th checkpoint (default all)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--codec", default=None, help="capture codec (default: capture's own, see mech.capture_write)")
     args = ap.parse_args(argv)
 
     from mech.capture import capture_run, checkpoint_steps
+    from mech.capture_write import DEFAULT_CODEC
     from runner.store import open_run_store
+
+    args.codec = args.codec or DEFAULT_CODEC
 
     with tempfile.TemporaryDirectory(prefix="ungrok-capture-bench-") as tmp:
         tmp = Path(tmp)
@@ -51,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = checkpoint_steps(run_dir)[:: args.steps_every]
         t0 = time.perf_counter()
         out = capture_run(run_dir, steps, batch_size=args.batch_size, threads=args.threads,
-                          store=tmp / "capture.zarr", group="bench")
+                          store=tmp / "capture.zarr", group="bench", codec=args.codec, progress=False)
         cap_s = time.perf_counter() - t0
         n_items = sum(f["n_items"] for f in out["families"].values())
         # capturing every K-th checkpoint: scale to all checkpoints for the fraction
@@ -60,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"checkpoints    {len(steps)} captured (of {len(checkpoint_steps(run_dir))}), {n_items} items, "
               f"{len(out['families'])} families")
         print(f"train seconds  {train_s:.1f}")
-        print(f"capture secs   {cap_s:.1f}  ({cap_s / len(steps):.3f} s per checkpoint)")
+        print(f"capture secs   {cap_s:.1f}  ({cap_s / len(steps):.3f} s per checkpoint; codec {args.codec}, rows "
+              "written on a background thread)")
         print(f"fraction       {cap_s * scale / train_s:.3f}  (capture of every checkpoint / training time)")
     return 0
 

@@ -7,8 +7,10 @@ DeepSpeed ZeRO-0, 1 thread) for --steps steps with a checkpoint every --every st
 temporary folder. The trainer times its own phases (store attributes ``step_seconds``,
 ``score_seconds``, ``checkpoint_seconds``; see ``runner.train.train_run``); the capture of every
 checkpoint (``mech.capture.capture_run``, both families, default hook kinds) is then timed on the
-finished run. Every fraction is over ``step_seconds`` (forward, backward, optimizer step and data),
-so "0.10" means the phase costs 10% on top of the training steps themselves.
+finished run (its default codec, rows written on a background thread while the next checkpoint
+runs; the model load and set-up included). Every fraction is over ``step_seconds`` (forward,
+backward, optimizer step and data), so "0.10" means the phase costs 10% on top of the training
+steps themselves.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def measure(steps: int = 1000, every: int = 50, seed: int = 0) -> list[dict]:
     import torch
 
     from mech.capture import capture_run, checkpoint_steps
+    from mech.capture_write import DEFAULT_CODEC
     from runner.config import RunConfig
     from runner.store import open_run_store
     from runner.train import train_run
@@ -37,7 +40,7 @@ def measure(steps: int = 1000, every: int = 50, seed: int = 0) -> list[dict]:
         a = dict(open_run_store(run).attrs)
         ck = checkpoint_steps(run)
         t = time.perf_counter()
-        capture_run(run, ck, threads=1, store=tmp / "capture.zarr", group="bench")
+        capture_run(run, ck, threads=1, store=tmp / "capture.zarr", group="bench", progress=False)
         cap = time.perf_counter() - t
     step_s = float(a["step_seconds"])
     cond = (f"default model, {steps} steps, {len(ck)} checkpoints (every {every}), "
@@ -46,11 +49,13 @@ def measure(steps: int = 1000, every: int = 50, seed: int = 0) -> list[dict]:
         {"figure": "training steps/s (DeepSpeed ZeRO-0, in ungrok's trainer)", "value": f"{steps / step_s:.2f}",
          "conditions": cond},
         {"figure": "checkpoint scoring / training-step time", "value": f"{a['score_seconds'] / step_s:.3f}",
-         "conditions": f"probe log-probs + zarr append, {a['score_seconds']:.1f} s"},
+         "conditions": f"probe log-probs (packed forward) + zarr append (one round trip), {a['score_seconds']:.1f} s, "
+                       f"{a['score_seconds'] / len(ck) * 1e3:.0f} ms per checkpoint"},
         {"figure": "checkpointing (weights + resume state) / training-step time",
          "value": f"{a['checkpoint_seconds'] / step_s:.3f}", "conditions": f"{a['checkpoint_seconds']:.1f} s"},
         {"figure": "mech capture of every checkpoint / training-step time", "value": f"{cap / step_s:.3f}",
-         "conditions": f"both families, default hook kinds, float16, {cap:.1f} s"},
+         "conditions": f"both families, default hook kinds, float16, codec {DEFAULT_CODEC}, rows written on a "
+                       f"background thread, {cap:.1f} s (model load and set-up included)"},
     ]
 
 

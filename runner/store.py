@@ -17,10 +17,10 @@ its dims::
 Attributes: ``battery`` (name, path, sha256), ``bos``/``bos_id`` (the start token prepended when
 scoring), ``tokens`` (items holding unknown tokens), ``families``, ``n_complete``.
 
-Atomicity: rows are appended (resize + write, one chunk per checkpoint) and only then is the
-group attribute ``n_complete`` advanced. Readers use the first ``n_complete`` rows; a process
-killed mid-append leaves a tail that is ignored and truncated on resume. ``complete`` is set when
-the run finishes.
+Atomicity: rows are appended (resize + write, one chunk per checkpoint, a row's arrays in one
+round trip: :mod:`runner.store_write`), then ``n_complete`` is advanced. Readers use the first
+``n_complete`` rows; a killed append leaves a tail ignored and truncated on resume. ``complete``
+is set when the run finishes.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ import os
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Iterator, cast
 
 import numpy as np
 import zarr
 
 from runner._io import dense_chunks, missing_chunks, read_json
 from runner._io import utcnow as _utcnow
+from runner.store_write import append_rows
 from runner.world.batteries import ProbeItem
 
 RESCORE = "rescore"  # the group holding a run's rescored batteries
@@ -238,6 +239,7 @@ class RunStore:
         self.group_path = group
         root = zarr.open_group(str(self.path), mode="a", use_consolidated=False)
         self.g = root.require_group(group) if group else root
+        self._rows: list[tuple[str, zarr.Array]] | None = None  # see _row_arrays
 
     # ---- layout ------------------------------------------------------------------------------
     @dense_chunks
@@ -247,6 +249,7 @@ class RunStore:
         ``item_columns``: more per-item arrays (aligned with ``items``), e.g. token counts."""
         if self.g.attrs.get("layout_ready"):
             return
+        self._rows = None
         tg = self.g.require_group("train")
         for name in ("step", "loss", "lr"):
             dt = "i8" if name == "step" else "f4"
@@ -305,31 +308,29 @@ class RunStore:
     def n_complete(self) -> int:
         return int(self.attr("n_complete", 0))
 
-    def _append(self, arr, value) -> None:
-        n = self.n_complete
-        arr.resize((n + 1, *arr.shape[1:]))
-        arr[n] = value
+    def _row_arrays(self) -> list[tuple[str, zarr.Array]]:
+        """The step-series arrays a row goes to, keyed ``<group>/<name>`` (listed once per object)."""
+        if self._rows is None:
+            self._rows = list(self._step_arrays())
+        return self._rows
 
     @dense_chunks
     def append(self, step: int, loss: float, lr: float, items: list[ProbeItem], lp_correct: np.ndarray,
                lp_distractor: np.ndarray, metrics: dict[str, float]) -> None:
-        """Append one checkpoint's row everywhere, then advance the completion marker."""
+        """Append one checkpoint's row everywhere (:func:`runner.store_write.append_rows`: one
+        round trip), then advance the completion marker."""
         n = self.n_complete
         last = self.steps()[-1] if n else None
         if last is not None and int(last) >= step:
             raise ValueError(f"step {step} is not after the last stored step {int(last)}")
-        self._append(self.array("train/step"), step)
-        self._append(self.array("train/loss"), loss)
-        self._append(self.array("train/lr"), lr)
         fam_arr = np.array([it.family for it in items])
+        values: dict[str, Any] = {"train/step": step, "train/loss": loss, "train/lr": lr}
         for fam in self.families():
             m = fam_arr == fam
-            self._append(self.array(f"{fam}/step"), step)
-            self._append(self.array(f"{fam}/logp_correct"), lp_correct[m])
-            self._append(self.array(f"{fam}/logp_distractor"), lp_distractor[m])
-            for name, arr in self.group(fam).arrays():
-                if arr.ndim == 1 and self._is_step_series(arr) and name != "step":
-                    self._append(arr, metrics.get(f"{fam}/{name}", np.nan))
+            values.update({f"{fam}/step": step, f"{fam}/logp_correct": lp_correct[m],
+                           f"{fam}/logp_distractor": lp_distractor[m]})
+        rows = [(arr, values[k] if k in values else metrics.get(k, np.nan)) for k, arr in self._row_arrays()]
+        append_rows(rows, n)
         if "first_scored_utc" not in self.g.attrs:
             self.g.attrs["first_scored_utc"] = _utcnow()
         self.g.attrs["n_complete"] = n + 1
@@ -338,11 +339,12 @@ class RunStore:
         """Drop every row after ``last_step`` (resume from a checkpoint at that step)."""
         steps = self.steps()
         keep = int((steps <= last_step).sum())
+        self._rows = None
         for _, arr in self._step_arrays():
             arr.resize((keep, *arr.shape[1:]))
         self.g.attrs.update({"n_complete": keep, "complete": False})
 
-    def _step_arrays(self):
+    def _step_arrays(self) -> Iterator[tuple[str, zarr.Array]]:
         for gname in ["train", *self.families()]:
             for name, arr in self.group(gname).arrays():
                 if self._is_step_series(arr):

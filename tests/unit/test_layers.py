@@ -32,7 +32,7 @@ RUNNER_LAYERS = [
     "runner.report",
     "runner.analysis",
     "runner.train",
-    "runner.data : runner.model : runner.scoring : runner.store : runner.trajectory",
+    "runner.data : runner.model : runner.scoring : runner.store : runner.store_write : runner.trajectory",
     "runner.config : runner.grid",
     "runner.world | runner.doses",
     "runner._io | runner.registry | runner._progress",
