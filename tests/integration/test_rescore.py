@@ -125,11 +125,14 @@ def test_show_verdict_and_report_read_a_rescored_battery(trained, tmp_path, caps
     from runner.analysis.verdicts import verdict
 
     run, ood = trained
-    assert cli_main(["rescore", str(run), "--battery", str(ood)]) == 0
-    out = capsys.readouterr().out  # piped: plain progress lines over the checkpoints
+    # a fresh name, so there is work whatever ran before in this module: plain progress lines, piped
+    assert cli_main(["rescore", str(run), "--battery", str(ood), "--name", "ood-progress"]) == 0
+    out = capsys.readouterr().out
     n = len(RunDir(run).weight_files())
     assert any(ln.startswith(f"progress: rescore {run.name}: {n}/{n} (100%)") and "done in" in ln
                for ln in out.splitlines()), out
+    assert cli_main(["rescore", str(run), "--battery", str(ood)]) == 0
+    capsys.readouterr()
     assert cli_main(["show", str(run), "--battery", "ood", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert set(shown["families"]) == set(FAMILIES_OOD)
