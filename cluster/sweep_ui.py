@@ -88,6 +88,7 @@ class ProgressLines(SweepCallback):
         self.dir, self.log, self.every, self.seconds = Path(sweep_dir), log, every, seconds
         self.poll_seconds, self._last = poll_seconds, 0.0
         self.tickers: dict = {}  # run_id -> Ticker, for cells submitted by this driver
+        self.started: set = set()  # cells seen training: their rate counts from then, not from submission
 
     def on_cell_start(self, cell) -> None:
         from runner._progress import Ticker
@@ -104,6 +105,9 @@ class ProgressLines(SweepCallback):
         for r in sweep_status(self.dir):
             t = self.tickers.get(r["run_id"])
             if t is not None and r["step"] is not None and r["state"] != "complete":
+                if r["run_id"] not in self.started:  # first sight of it training: rate from here
+                    self.started.add(r["run_id"])
+                    t.rebase(r["step"])
                 t.update(r["step"], f"label {r['label']}" if r["label"] else "")
 
     def on_cell_done(self, cell, result: dict) -> None:

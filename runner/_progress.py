@@ -75,6 +75,11 @@ class Ticker:
         self.t0 = self.t_last = clock()
         self.start = self.last = start
 
+    def rebase(self, done: int) -> None:
+        """Count steps/s and the ETA from now and ``done`` on (a queued job that has just started:
+        its waiting time is not its speed)."""
+        self.t0, self.start = self.clock(), done
+
     def rate(self, done: int) -> float:
         dt = self.clock() - self.t0
         return (done - self.start) / dt if dt > 0 and done > self.start else math.nan

@@ -164,3 +164,14 @@ def test_audit_ticker_starts_a_new_ticker_for_each_pass():
     for n in (4, 10):  # second pass (rule-versus-prior families) starts again at the beginning
         progress(n, 10)
     assert [ln.split(":", 2)[2].split()[0] for ln in lines] == ["10/10", "10/10"]
+
+
+def test_a_queued_cell_counts_its_rate_from_when_it_starts():
+    lines, clock = [], Clock()
+    t = Ticker("cell c", 100, every=10, seconds=1e9, log=lines.append, clock=clock)
+    t.update(0, "submitted", force=True)
+    clock.t += 600.0  # ten minutes in the queue
+    t.rebase(0)
+    clock.t += 5.0
+    t.update(10)
+    assert lines[-1] == f"{PREFIX} cell c: 10/100 (10%)  2 steps/s  ETA 45s"
