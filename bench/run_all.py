@@ -62,9 +62,9 @@ def demo_rows(sweep_dir: str | None) -> list[dict]:
     last = man.get("last_run")
     if not last:
         return [{"figure": "demo end-to-end wall time", "value": "not recorded",
-                 "conditions": f"{sweep_dir}: its manifest has no last_run (a sweep from before it was recorded)"}]
+                 "conditions": "its manifest has no last_run (a sweep from before it was recorded)"}]
     return [{"figure": "demo sweep wall time, stream builds + training (s)", "value": f"{last['wall_seconds']:.0f}",
-             "conditions": f"{sweep_dir}: {last['ran']} cells run, {last.get('skipped', 0)} skipped, "
+             "conditions": f"the demo sweep: {last['ran']} cells run, {last.get('skipped', 0)} skipped, "
                            f"{last.get('workers', '?')} workers, efficiency {last.get('efficiency')}, "
                            f"finished {last.get('finished_utc', '?')}"}]
 
