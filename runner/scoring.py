@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,6 +59,7 @@ class EncodedBattery:
     unknown: np.ndarray | None = None  # (N,) the item holds the tokenizer's unknown token
     tied: np.ndarray | None = None  # (N,) correct and distractor encode to the same tokens
     bos_id: int | None = None
+    plans: dict = field(default_factory=dict, repr=False)  # forward plans by (batch size, width), :func:`_packed`
 
     @property
     def n(self) -> int:
@@ -167,9 +168,8 @@ WIDTH_STEP = 8
 
 def _packed(enc: EncodedBattery, batch_size: int, max_width: int) -> _Packed:
     """The plan of :class:`_Packed` for ``enc`` (cached on ``enc`` per batch size and width)."""
-    cache = enc.__dict__.setdefault("_packed", {})
-    if (batch_size, max_width) in cache:
-        return cache[(batch_size, max_width)]
+    if (batch_size, max_width) in enc.plans:
+        return enc.plans[(batch_size, max_width)]
     toks = enc.tokens
     pos = [m.nonzero()[:, 0].tolist() for m in enc.cont_mask[:, :-1] > 0]
     keys = [tuple(toks[i, : (p[-1] + 1 if p else 1)].tolist()) for i, p in enumerate(pos)]
@@ -191,7 +191,7 @@ def _packed(enc: EncodedBattery, batch_size: int, max_width: int) -> _Packed:
         rows[bi] += [[r, t, int(toks[i, t + 1]), i, k] for k, t in enumerate(pos[i])]
     plan = _Packed(batches, [torch.tensor(r, dtype=torch.long).reshape(-1, 5) for r in rows], toks.shape[0],
                    max([len(p) for p in pos] + [1]))
-    cache[(batch_size, max_width)] = plan
+    enc.plans[(batch_size, max_width)] = plan
     return plan
 
 

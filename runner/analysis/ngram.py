@@ -33,6 +33,8 @@ from runner.data.corpora import load_corpus
 from runner.scoring import aggregate, battery_for, encode_battery
 from runner.trajectory import Classifier
 
+BASELINE = "baseline.json"  # the file `ungrok baseline RUN` writes in the run folder
+
 ALPHA = 0.4
 ORDERS = (2, 5)
 BLOCK = 4096  # rows per counting pass
@@ -169,5 +171,5 @@ def baseline_run(run_dir: str | Path, orders=ORDERS) -> dict:
     res = score_battery(rows, corpus.pad_id, battery_for(cfg), tok, bos, cfg.model.n_ctx, orders)
     out = {"run": cfg.run_id, "alpha": ALPHA, "orders": list(orders), "rows_seen": int(len(rows)),
            "tokens_seen": int((rows != corpus.pad_id).sum()), **res}
-    write_json_atomic(run_dir / "baseline.json", out)
+    write_json_atomic(run_dir / BASELINE, out)
     return out

@@ -14,8 +14,7 @@ import html
 from pathlib import Path
 
 from runner._io import read_json
-
-BASELINE = "baseline.json"
+from runner.analysis.ngram import BASELINE
 
 
 def baseline_rows(run_dir: str | Path, model_families: dict | None = None) -> list[dict]:
