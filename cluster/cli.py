@@ -269,10 +269,15 @@ def sweep(
                    "not recomputed (repeatable)"),
     prereg: Optional[Path] = PREREG_OPTION,
     unseal: Optional[str] = UNSEAL_OPTION,
+    executor: str = typer.Option("ray", help="ray, or processes: local process pools, no Ray (one machine)"),
+    workers: Optional[int] = typer.Option(None, help="processes: cells at a time (default: cores / cell CPUs)"),
+    gpu_workers: int = typer.Option(0, help="processes: how many of those cells run on the CUDA device"),
 ) -> None:
-    """Run the grid on Ray; rerunning skips finished cells and resumes unfinished ones. A grid with
-    seeds quarantined by the prereg is refused unless unsealed."""
+    """Run the grid on Ray (or, with --executor processes, in local process pools); rerunning skips
+    finished cells and resumes unfinished ones. A grid with seeds quarantined by the prereg is
+    refused unless unsealed."""
     from cluster.sweep import StreamError, run_sweep
+    from cluster.sweep_local import run_sweep_local
     from runner.grid import GridError, load_grid
 
     try:
@@ -282,9 +287,13 @@ def sweep(
     out = out or Path("runs/sweeps") / g.name
     check_quarantine(prereg, {c.label: c.seed for c in g.cells()}, unseal, "sweep")
     warn_short(c.config for c in g.cells())
+    if executor not in ("ray", "processes"):
+        raise UserError(f"--executor {executor!r}: use ray or processes")
     try:
-        res = run_sweep(spec, out, address=address, num_cpus=num_cpus, progress=progress, dashboard=dashboard,
-                        node_ip=node_ip_address, log=plain_log, reuse=reuse)
+        res = (run_sweep_local(spec, out, workers=workers, gpu_workers=gpu_workers, progress=progress, log=plain_log,
+                               reuse=reuse) if executor == "processes" else
+               run_sweep(spec, out, address=address, num_cpus=num_cpus, progress=progress, dashboard=dashboard,
+                         node_ip=node_ip_address, log=plain_log, reuse=reuse))
     except (GridError, StreamError) as e:
         raise UserError(str(e)) from None
     _print_sweep_result(res, out)

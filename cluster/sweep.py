@@ -23,13 +23,13 @@ Ray and submitting a sweep as a job live in :mod:`cluster.ray_setup`.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import traceback
 from functools import partial
 from pathlib import Path
 
+from cluster.cell import StreamError, build_stream, collect_streams, train_cell  # noqa: F401
 from cluster.ray_setup import (  # noqa: F401
     _is_loopback,
     _present_token,
@@ -50,77 +50,29 @@ from cluster.sweep_plan import (  # noqa: F401
     stream_key,
 )
 from cluster.sweep_ui import LiveTable, ProgressLines, status_table, sweep_status  # noqa: F401
-from runner._io import hold_folder, utcnow
+from runner._io import hold_folder
 from runner._progress import PREFIX, fmt_seconds, plain_progress
 from runner.grid import GridError
 
-# _train_cell's time stamp (its body is edited elsewhere; it names _now): utcnow to the second
-_now = partial(utcnow, "seconds")
-
 
 def _train_cell(cfg_json: str, sweep_dir: str) -> dict:
-    """The Ray task body: train (or resume) one cell; append this attempt to attempts.jsonl."""
+    """The Ray task body: :func:`cluster.cell.train_cell` on this Ray node."""
     import ray
-    import torch
 
-    from runner.config import RunConfig
-    from runner.train import train_run
-
-    cfg = RunConfig.model_validate_json(cfg_json)
-    sweep = Path(sweep_dir)
-    run_dir = sweep / "runs" / cfg.run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ctx = ray.get_runtime_context()
-    attempt = {"node_id": ctx.get_node_id(), "pid": os.getpid(), "started_utc": _now()}
-    with open(run_dir / "attempts.jsonl", "a") as f:
-        f.write(json.dumps(attempt) + "\n")
-    t0 = time.time()
-    torch.set_num_threads(cfg.train.threads)
-    with hold_folder(run_dir, "run folder"):  # rank 0 under Ray Train; a retry after a kill finds it free
-        train_run(cfg, sweep / "runs", progress=False, corpora_dir=sweep / "corpora",
-                  store_root=sweep / "store.zarr", log=lambda *a: None)
-    return {**attempt, "run_id": cfg.run_id, "seconds": time.time() - t0}
-
-
-def _build_stream(cfg_json: str, sweep_dir: str) -> str:
-    """The Ray task that builds a cell's corpus and intervened stream (shared by its seeds)."""
-    from runner.config import RunConfig
-    from runner.data.streams import build_streams
-
-    base, dosed = build_streams(RunConfig.model_validate_json(cfg_json), Path(sweep_dir) / "corpora")
-    return str(dosed or base)
+    return train_cell(cfg_json, sweep_dir, ray.get_runtime_context().get_node_id())
 
 
 def build_streams_first(plan: SweepPlan, log=print) -> dict[str, str]:
     """Build every stream the plan's cells need (``plan.streams``), once each, in parallel Ray
-    tasks, before any training.
-
-    An intervention that cannot be applied (a disjointness-gate violation, an impossible dose)
-    stops the sweep here with :class:`StreamError` naming the stream, before any cell starts.
-    Any other build error (e.g. a missing dataset) fails just the cells of that stream: returns
-    ``{run_id: traceback}`` for them, and they are not started."""
+    tasks, before any training; the outcome as :func:`cluster.cell.collect_streams` says
+    (an unappliable intervention raises :class:`StreamError`; other failures come back as
+    ``{run_id: traceback}`` for the cells of that stream)."""
     import ray
 
-    from interventions import InterventionError
-
-    task = ray.remote(_build_stream).options(**plan.stream_options)
+    task = ray.remote(build_stream).options(**plan.stream_options)
     refs = {task.remote(c.config.model_dump_json(), str(plan.sweep_dir)): c for c in plan.streams}
-    if refs:
-        log(f"building {len(refs)} stream(s) before training")
-    broken: dict[str, str] = {}
-    t0 = time.time()
-    for i, (ref, c) in enumerate(refs.items(), 1):
-        what = f"stream {i}/{len(refs)} ({c.corpus} / {c.dose})"
-        try:
-            _get_logged(ref, what, t0, log)
-            log(f"{PREFIX} {what}: built ({fmt_seconds(time.time() - t0)} since the builds began)")
-        except Exception as e:  # the task's own error (RayTaskError wraps it)
-            log(f"{PREFIX} {what}: failed")
-            cause = getattr(e, "cause", None) or e
-            if isinstance(cause, InterventionError):
-                raise StreamError(f"stream of {c.corpus} / {c.dose}: {type(cause).__name__}: {cause}") from None
-            broken[stream_key(c.config)] = "".join(traceback.format_exception(e))[-4000:]
-    return {c.run_id: broken[stream_key(c.config)] for c in plan.to_run if stream_key(c.config) in broken}
+    waits = [(c, partial(_get_logged, ref)) for ref, c in refs.items()]
+    return collect_streams(plan, waits, log)
 
 
 def _get_logged(ref, what: str, t0: float, log, every: float = 30.0):
@@ -134,10 +86,6 @@ def _get_logged(ref, what: str, t0: float, log, every: float = 30.0):
             return ray.get(ref, timeout=every)
         except GetTimeoutError:
             log(f"{PREFIX} {what}: still building ({fmt_seconds(time.time() - t0)} since the builds began)")
-
-
-class StreamError(RuntimeError):
-    """A stream (corpus or intervened stream) could not be built; no cell was started."""
 
 
 def _train_cell_multi(cfg_json: str, sweep_dir: str, n_workers: int, use_gpu: bool, cpus: float) -> dict:

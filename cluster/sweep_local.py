@@ -1,0 +1,173 @@
+"""Sweeps without Ray: the same plan, folder, manifest, store and callbacks as :mod:`cluster.sweep`,
+run by local process pools on one machine.
+
+For a machine where Ray is not installed or not wanted (a lent GPU box that cannot fetch Ray's
+wheel, a laptop). What stays the same as on Ray: every cell trains in a fresh spawned process
+that runs exactly one cell (``max_tasks_per_child=1``, Ray's ``max_calls=1``: DeepSpeed's process
+group dies with the process); streams are built once each, in parallel, before any training; a
+failing cell is recorded with its traceback and the others go on; rerunning skips complete cells
+and resumes unfinished ones from their last checkpoint. What Ray adds and this does not: retries
+of killed workers, several nodes, Ray's resource accounting (a cell's ``num_cpus`` divides the
+worker count here), dashboards and jobs.
+
+GPU: ``gpu_workers`` cells at a time run on the machine's CUDA device (all on device 0, each its
+own process and CUDA context); the other ``workers - gpu_workers`` run with CUDA hidden
+(``CUDA_VISIBLE_DEVICES=""``), so one sweep can fill a GPU box's CPU cores and its GPU at once.
+A cell's ``train.precision = "auto"`` resolves to bf16 on the GPU and fp32 on a CPU: name the
+precision in the grid when cells of one sweep must compute alike. Which device trained a run is in
+its ``run.json``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import socket
+import time
+import traceback
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+
+from cluster.cell import build_stream, collect_streams, train_cell
+from cluster.sweep import _consolidate
+from cluster.sweep_callbacks import CallbackList, ManifestWriter
+from cluster.sweep_plan import SweepPlan, SweepResult, copy_reused, plan_sweep, prepare_sweep
+from cluster.sweep_ui import LiveTable, ProgressLines
+from runner._io import hold_folder
+from runner._progress import PREFIX, fmt_seconds, plain_progress
+from runner.grid import GridError
+
+
+def _hide_cuda() -> None:
+    """Pool initializer of the CPU workers: no CUDA device for this process (before torch loads)."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+def _cell(cfg_json: str, sweep_dir: str, where: str) -> dict:
+    return train_cell(cfg_json, sweep_dir, f"{socket.gethostname()}:{where}")
+
+
+def default_workers(plan: SweepPlan) -> int:
+    """Cells at a time when not told: this machine's cores over one cell's CPUs."""
+    return max(1, int((os.cpu_count() or 1) // max(plan.resources.num_cpus, 1.0)))
+
+
+def check_workers(plan: SweepPlan, workers: int, gpu_workers: int) -> None:
+    """Refuse what a local pool cannot do, before anything is written."""
+    if workers < 1:
+        raise GridError(f"--workers {workers}: at least 1 cell at a time")
+    if not 0 <= gpu_workers <= workers:
+        raise GridError(f"--gpu-workers {gpu_workers}: between 0 and --workers ({workers})")
+    if plan.resources.num_gpus > 1:
+        raise GridError(f"resources.num_gpus = {plan.resources.num_gpus}: a cell on several GPUs runs under "
+                        "Ray Train; use --executor ray")
+    if plan.resources.custom:
+        raise GridError(f"resources.custom {sorted(plan.resources.custom)}: custom resources need Ray; "
+                        "use --executor ray or drop them")
+
+
+def _build_streams(plan: SweepPlan, workers: int, ctx, log) -> dict[str, str]:
+    """Every stream of ``plan.streams`` in a pool of ``workers`` processes (CUDA hidden)."""
+    if not plan.streams:
+        return {}
+    with ProcessPoolExecutor(min(workers, len(plan.streams)), mp_context=ctx, initializer=_hide_cuda) as pool:
+        futs = [(c, pool.submit(build_stream, c.config.model_dump_json(), str(plan.sweep_dir)))
+                for c in plan.streams]
+
+        def getter(fut: Future):
+            def get(what: str, t0: float, log) -> str:
+                while True:
+                    done, _ = wait([fut], timeout=30.0)
+                    if done:
+                        return fut.result()
+                    log(f"{PREFIX} {what}: still building ({fmt_seconds(time.time() - t0)} since the builds began)")
+            return get
+
+        return collect_streams(plan, [(c, getter(f)) for c, f in futs], log)
+
+
+def _pools(workers: int, gpu_workers: int, ctx) -> list[tuple[ProcessPoolExecutor, str, int]]:
+    """(pool, where, slots): a GPU pool of ``gpu_workers`` and a CPU pool (CUDA hidden) of the rest."""
+    pools = []
+    if gpu_workers:
+        pools.append((ProcessPoolExecutor(gpu_workers, mp_context=ctx, max_tasks_per_child=1), "gpu", gpu_workers))
+    if workers > gpu_workers:
+        pools.append((ProcessPoolExecutor(workers - gpu_workers, mp_context=ctx, max_tasks_per_child=1,
+                                          initializer=_hide_cuda), "cpu", workers - gpu_workers))
+    return pools
+
+
+def _train_all(plan: SweepPlan, cells: list, pools, cb: CallbackList, results: dict, errors: dict) -> None:
+    """Hand the cells, in the grid's order, to whichever pool has a free slot first; record each
+    result or traceback as it ends (never swallowed)."""
+    queue = deque(cells)
+    running: dict[Future, tuple] = {}
+    busy = {where: 0 for _, where, _ in pools}
+    cb.on_poll()
+    while queue or running:
+        for pool, where, slots in pools:
+            while queue and busy[where] < slots:
+                c = queue.popleft()
+                running[pool.submit(_cell, c.config.model_dump_json(), str(plan.sweep_dir), where)] = (c, where)
+                busy[where] += 1
+                cb.on_cell_start(c)
+        done, _ = wait(list(running), timeout=2.0, return_when=FIRST_COMPLETED)
+        for fut in done:
+            c, where = running.pop(fut)
+            busy[where] -= 1
+            try:
+                results[c.run_id] = fut.result()
+            except Exception as e:  # the cell's own error, or its process died
+                errors[c.run_id] = "".join(traceback.format_exception(e))[-4000:]
+                cb.on_cell_failed(c, errors[c.run_id])
+            else:
+                cb.on_cell_done(c, results[c.run_id])
+        cb.on_poll()
+
+
+def run_cells_local(plan: SweepPlan, callbacks=(), *, workers: int, gpu_workers: int = 0,
+                    log=print) -> SweepResult:
+    """Run a plan's cells in local process pools (see the module docstring), calling the
+    callbacks' hooks at each lifecycle point as :func:`cluster.sweep.run_cells` does."""
+    check_workers(plan, workers, gpu_workers)
+    cb = CallbackList(callbacks)
+    cb.on_plan(plan)
+    t_wall = time.time()
+    results: dict[str, dict] = {}
+    errors: dict[str, str] = {}
+    ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no inherited torch or CUDA state
+    unbuilt = _build_streams(plan, workers, ctx, log)
+    for c in plan.to_run:
+        if c.run_id in unbuilt:
+            errors[c.run_id] = unbuilt[c.run_id]
+            cb.on_cell_failed(c, errors[c.run_id])
+    pools = _pools(workers, gpu_workers, ctx)
+    try:
+        _train_all(plan, [c for c in plan.to_run if c.run_id not in unbuilt], pools, cb, results, errors)
+    finally:
+        cb.on_stop()
+        for pool, _, _ in pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+    _consolidate(plan.sweep_dir / "store.zarr")  # every writer has finished
+    result = SweepResult.of(plan, results, errors, time.time() - t_wall, float(workers * plan.resources.num_cpus))
+    cb.on_end(result)
+    return result
+
+
+def run_sweep_local(spec_file: str | Path, sweep_dir: str | Path, *, workers: int | None = None,
+                    gpu_workers: int = 0, progress: bool = True, log=print, reuse: list[Path] | None = None,
+                    callbacks=()) -> SweepResult:
+    """:func:`cluster.sweep.run_sweep` without Ray: plan (a bad spec raises GridError before
+    anything is written), hold and prepare the folder, copy reusable cells in, run the rest in
+    local process pools of ``workers`` cells at a time (default: cores / a cell's CPUs), of which
+    ``gpu_workers`` on the GPU."""
+    plan = plan_sweep(spec_file, sweep_dir, list(reuse or []))
+    n = workers if workers is not None else default_workers(plan)
+    check_workers(plan, n, gpu_workers)
+    with hold_folder(sweep_dir, "sweep folder"):
+        sw = prepare_sweep(spec_file, sweep_dir)
+        copy_reused(plan, log)
+        shown = [ProgressLines(sw.dir, log) if plain_progress() else LiveTable(sw.dir)] if progress else []
+        return run_cells_local(plan, [ManifestWriter(sw), *shown, *callbacks], workers=n, gpu_workers=gpu_workers,
+                               log=log)
