@@ -23,6 +23,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import socket
+import sys
 import time
 import traceback
 from collections import deque
@@ -36,15 +37,38 @@ from cluster.sweep_plan import SweepPlan, SweepResult, copy_reused, plan_sweep, 
 from cluster.sweep_ui import LiveTable, ProgressLines
 from runner._io import hold_folder
 from runner._progress import PREFIX, fmt_seconds, plain_progress
+from runner.config import RunConfig
 from runner.grid import GridError
 
 
-def _hide_cuda() -> None:
-    """Pool initializer of the CPU workers: no CUDA device for this process (before torch loads)."""
-    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+def _init_worker(hide_cuda: bool) -> None:
+    """Pool initializer: die with the driver (Linux: the parent-death signal is SIGKILL, so a
+    killed driver leaves no worker training on, holding its run folder, and a rerun resumes the
+    cell at once; elsewhere a worker outlives its driver until its cell ends), and for the CPU
+    workers, no CUDA device (set before torch loads)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the driver died before the signal was armed
+            os._exit(1)
+    if hide_cuda:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
 def _cell(cfg_json: str, sweep_dir: str, where: str) -> dict:
+    """A pool worker's one cell. What its libraries print (DeepSpeed's accelerator notice,
+    TransformerLens's "Moving model to device") goes to the run's ``worker.log``, not the
+    driver's terminal, as a Ray worker's output goes to Ray's logs; the cell's own error still
+    reaches the driver through the future."""
+    run_dir = Path(sweep_dir) / "runs" / RunConfig.model_validate_json(cfg_json).run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with open(run_dir / "worker.log", "ab", buffering=0) as log:  # this process runs one cell, then exits
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
     return train_cell(cfg_json, sweep_dir, f"{socket.gethostname()}:{where}")
 
 
@@ -71,7 +95,8 @@ def _build_streams(plan: SweepPlan, workers: int, ctx, log) -> dict[str, str]:
     """Every stream of ``plan.streams`` in a pool of ``workers`` processes (CUDA hidden)."""
     if not plan.streams:
         return {}
-    with ProcessPoolExecutor(min(workers, len(plan.streams)), mp_context=ctx, initializer=_hide_cuda) as pool:
+    with ProcessPoolExecutor(min(workers, len(plan.streams)), mp_context=ctx, initializer=_init_worker,
+                             initargs=(True,)) as pool:
         futs = [(c, pool.submit(build_stream, c.config.model_dump_json(), str(plan.sweep_dir)))
                 for c in plan.streams]
 
@@ -91,10 +116,11 @@ def _pools(workers: int, gpu_workers: int, ctx) -> list[tuple[ProcessPoolExecuto
     """(pool, where, slots): a GPU pool of ``gpu_workers`` and a CPU pool (CUDA hidden) of the rest."""
     pools = []
     if gpu_workers:
-        pools.append((ProcessPoolExecutor(gpu_workers, mp_context=ctx, max_tasks_per_child=1), "gpu", gpu_workers))
+        pools.append((ProcessPoolExecutor(gpu_workers, mp_context=ctx, max_tasks_per_child=1, initializer=_init_worker,
+                                          initargs=(False,)), "gpu", gpu_workers))
     if workers > gpu_workers:
         pools.append((ProcessPoolExecutor(workers - gpu_workers, mp_context=ctx, max_tasks_per_child=1,
-                                          initializer=_hide_cuda), "cpu", workers - gpu_workers))
+                                          initializer=_init_worker, initargs=(True,)), "cpu", workers - gpu_workers))
     return pools
 
 

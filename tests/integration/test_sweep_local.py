@@ -25,6 +25,7 @@ def test_process_sweep_completes_then_skips(tmp_path):
         assert sw.is_complete(c.run_id)
         attempts = (sw.dir / "runs" / c.run_id / "attempts.jsonl").read_text().splitlines()
         assert len(attempts) == 1 and json.loads(attempts[0])["node_id"].endswith(":cpu")
+        assert "Moving model to device" in (sw.dir / "runs" / c.run_id / "worker.log").read_text()
     import xarray as xr
 
     ds = xr.open_zarr(str(sw.store_path), group=f"runs/{sw.cells[1].run_id}/pronoun_gender", consolidated=True)
@@ -58,3 +59,34 @@ def test_refusals_before_anything_is_written(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--executor 'dask'" in err and "Traceback" not in err
     assert plan_sweep(g, tmp_path / "sw2").to_run  # the spec itself is fine
+
+
+def test_killed_driver_takes_its_workers_and_a_rerun_resumes(tmp_path):
+    """SIGKILL the driver while its workers train: the workers die with it (nothing keeps
+    training or holds a run folder), and the same command again completes every cell."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    g = tiny_grid_spec(tmp_path / "g.toml", seeds=(1, 2), steps=200)
+    cmd = [sys.executable, "-m", "cluster.cli", "sweep", str(g), "--out", str(tmp_path / "sw"), "--executor",
+           "processes", "--workers", "2", "--no-progress"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    runs = tmp_path / "sw" / "runs"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(runs.glob("*/worker.log"))) < 2:
+        time.sleep(0.5)
+    time.sleep(3)
+    workers = subprocess.run(["pgrep", "-g", str(p.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) >= 3  # the driver and its two cell workers
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    time.sleep(3)
+    alive = subprocess.run(["pgrep", "-g", str(p.pid)], capture_output=True, text=True).stdout.split()
+    assert alive == [], f"workers outlived their driver: {alive}"
+    res = run_sweep_local(g, tmp_path / "sw", workers=2, progress=False)
+    assert not res.failed and res.ran + len(res.skipped) == 2 and res.ran >= 1
+    sw = Sweep(tmp_path / "sw")
+    assert all(sw.is_complete(c.run_id) for c in sw.cells)
