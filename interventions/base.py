@@ -2,7 +2,11 @@
 
 An intervened stream is a corpus folder beside its base corpus, built once per (base corpus,
 dose, intervention settings) and shared by every training seed, with a manifest that records what
-was done and the support the model will actually see (counted on the intervened stream).
+was done and the support the model will actually see (counted on the intervened stream). A
+built-in corpus's stream is a table of rows (``write_corpus``); a real-text (``built:``) corpus's
+is a flat token stream in the real-text format (:mod:`interventions.textstream`), written by the
+doses that have a real-text edit (``edit_stream``: the paper's kill) and refused, naming why, by
+the others.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from runner.config import RunConfig
-from runner.data.corpora import load_corpus, write_corpus
+from runner.data.corpora import TEXT_FORMAT, load_corpus, write_corpus
 from runner.data.matching import TokenStream, separator_ids
 from runner.data.support import count_support
 
 from .registry import InterventionError
+from .textstream import stream_support, write_text_stream
 
 # Version of the paper's edits; part of what names their streams (a stream of another version is
 # never reused).
@@ -29,11 +34,12 @@ def stream_config(cfg: RunConfig, base_path: Path, edit: str) -> dict:
     """What names an intervened stream: base corpus (config and sha256), dose, the intervention
     settings, and which edit (``edit``: the dose's implementation and version)."""
     m = json.loads((base_path / "manifest.json").read_text())
+    base_config = m["config"] if "config" in m else m["spec"]  # a real-text corpus: the spec it was built from
     iv = cfg.intervention.model_dump(mode="json", exclude={"start_step", "end_step"})
     if cfg.intervention.whole_dose:  # the window's length sets the stream's density
         iv["window"] = [cfg.intervention.start_step, cfg.intervention.end_step or cfg.train.steps, cfg.train.steps]
     iv["families"] = list(cfg.dose_families)
-    return {"base": m["config"], "base_sha256": m["sha256"], "dose": cfg.dose, "edit": edit, "intervention": iv}
+    return {"base": base_config, "base_sha256": m["sha256"], "dose": cfg.dose, "edit": edit, "intervention": iv}
 
 
 def stream_dest(cfg: RunConfig, base: Path, config: dict) -> Path:
@@ -72,6 +78,9 @@ class Dose:
     name = ""
     edit_id = EDIT_VERSION
     level_keys: tuple[str, ...] = ()
+    # Why this dose cannot edit a real-text corpus ("" when it can: it has ``edit_stream``).
+    text_refusal = ("edits the built-in world's rows only (it reads the world's story templates and writes "
+                    "word-level rows); on real text use kill:<p> or kill:ratio=<r>, the paper's kill")
 
     def build(self, cfg: RunConfig, level: float, base_path: Path) -> Path:
         if cfg.intervention.whole_dose and (self.name != "rescue" or not cfg.intervention.window):
@@ -81,12 +90,12 @@ class Dose:
         dest = stream_dest(cfg, base_path, config)
         if existing(dest, config):
             return dest
+        if self.text_refusal and json.loads((base_path / "manifest.json").read_text()).get("format") == TEXT_FORMAT:
+            raise InterventionError(f"dose {cfg.dose}: {base_path.name} is a real-text (built:) corpus and "
+                                    f"{self.name} {self.text_refusal}")  # refused before the stream is read
         base = load_corpus(base_path)
         if base.stream is not None:
-            raise InterventionError(
-                f"dose {cfg.dose}: {base_path.name} is a real-text (built:) corpus; the edits find and flip its sites "
-                "(interventions.kill.plan_kill) but writing an edited real-text stream is not supported yet: "
-                "use a built-in corpus for dosed runs")
+            return self.build_text(cfg, level, base, dest, config)
         tok = base.tokenizer
         rows, gen = self.edit(cfg, level, base, tok)
         support = count_support(rows, tok, cfg.probes.families, pad_id=base.pad_id)
@@ -94,4 +103,18 @@ class Dose:
         return write_corpus(dest, rows, tok, config, gen, support=support)
 
     def edit(self, cfg: RunConfig, level: float, base, tok) -> tuple[np.ndarray, dict]:
+        raise NotImplementedError
+
+    def build_text(self, cfg: RunConfig, level: float, base, dest: Path, config: dict) -> Path:
+        """A real-text base: the edit of its flat stream (``edit_stream``), the support counted on
+        the result, written in the real-text format (a dose with a ``text_refusal`` never gets here)."""
+        edited, gen = self.edit_stream(cfg, level, base)
+        tok = base.tokenizer
+        support = stream_support(edited, tok, cfg.probes.families, int(base.manifest["row_tokens"]))
+        gen = {"kind": self.name, "edit": self.edit_id, "base_corpus": str(base.path), **gen}
+        return write_text_stream(dest, edited.ids, base, config, gen, support)
+
+    def edit_stream(self, cfg: RunConfig, level: float, base) -> tuple[TokenStream, dict]:
+        """The edited flat stream of a real-text corpus (its documents' starts unchanged) and the
+        edit's record; only doses with an empty ``text_refusal`` have one."""
         raise NotImplementedError

@@ -6,11 +6,14 @@
   every other token byte-identical (checked on every build). ``kill:ratio=r`` solves p for the
   closed-form post-edit ratio r on the corpus at hand. The manifest records, per family and
   targeted class, S, C, the eligible and flipped events, the closed-form and realised ratios and
-  the recount on the edited stream.
+  the recount on the edited stream. On a real-text (``built:``) corpus the same edit runs on its
+  flat stream and is written in the real-text format (:meth:`Kill.edit_stream`,
+  :mod:`interventions.textstream`).
 - ``rescue:d``: the paper's rescue (:mod:`interventions.rescue`): symmetric documents of rule
   evidence, d x delta targeted-class events per token (delta: ``intervention.reference``, the
   paper's 1.67175e-3 by default), token-matched by default; injected events counted after
   tokenization must equal the target; the disjointness gate runs before the stream is written.
+  Built-in corpora only: on real text it is refused (``Rescue.text_refusal`` says why).
 
 ungrok's earlier edits are ``kill-contested`` and ``rescue-contest`` (:mod:`interventions.contested`).
 All are discovered by :data:`runner.doses.DOSES` through the entry points ``ungrok.doses``.
@@ -36,6 +39,7 @@ from .gate import check_disjoint
 from .kill import apply_flips, as_rvp, check_in_place, draw_flips, kill_report, plan_kill, solve_rate, targets_of
 from .registry import InterventionError
 from .rescue import PAPER_DELTA, document, plan_slots
+from .textstream import editable_copy, flat_stream
 
 
 class Kill(Dose):
@@ -52,14 +56,37 @@ class Kill(Dose):
         if value < 0:
             raise ValueError(f"kill target {key} {value} must be >= 0")
 
+    text_refusal = ""  # kill edits a real-text stream too (edit_stream)
+
     def edit(self, cfg: RunConfig, level: float, base, tok) -> tuple[np.ndarray, dict]:
-        _, key, _ = parse_dose_key(cfg.dose)
         stream, posmap = corpus_stream(base)
         table = TokenTable.of(tok)
-        ids, per_family, flipped = stream.ids, {}, []
+        plans, per_family = self._plan(cfg, level, stream, table, base.path)
+        edited, changed = self._apply(cfg, stream, stream.ids.copy(), table, plans, per_family)
+        flat = np.asarray(base.rows).reshape(-1).copy()
+        flat[posmap] = edited.ids
+        rows = flat.reshape(base.rows.shape)
+        if int((rows != np.asarray(base.rows)).sum()) != changed:
+            raise RuntimeError("kill moved tokens; this is a bug")
+        return rows, {"per_family": per_family, "tokens_changed": changed}
+
+    def edit_stream(self, cfg: RunConfig, level: float, base) -> tuple[TokenStream, dict]:
+        """The same edit on a real-text corpus's whole flat stream: sites planned on the
+        memory-mapped original, every family's flips written into one copy of it."""
+        stream = flat_stream(base)
+        table = TokenTable.of(base.tokenizer)
+        plans, per_family = self._plan(cfg, level, stream, table, base.path)
+        edited, changed = self._apply(cfg, stream, editable_copy(base), table, plans, per_family)
+        return edited, {"per_family": per_family, "tokens_changed": changed}
+
+    def _plan(self, cfg: RunConfig, level: float, stream: TokenStream, table: TokenTable, where) -> tuple[list, dict]:
+        """Each dosed family's eligible sites on the original ``stream`` and its seeded flips (at
+        the level's rate, or the rate solved for ``kill:ratio=``), and its report."""
+        _, key, _ = parse_dose_key(cfg.dose)
+        plans, per_family = [], {}
         for f in cfg.dose_families:
             fam = RULES.get(f)
-            plan = plan_kill(stream, fam, table, targets_of(fam, cfg.intervention.classes))  # the original stream
+            plan = plan_kill(stream, fam, table, targets_of(fam, cfg.intervention.classes))
             rule = sum(v["rule"] for v in plan.before.values())
             prior = sum(v["prior"] for v in plan.before.values())
             try:
@@ -67,21 +94,24 @@ class Kill(Dose):
             except ValueError as e:
                 raise InterventionError(f"dose {cfg.dose}: {f} {list(plan.classes)}: {e}") from None
             flips = draw_flips(plan, rate, cfg.intervention.seed)
-            ids = apply_flips(ids, plan, flips)
-            flipped.append(plan.positions[flips])
+            plans.append((plan, flips))
             per_family[f] = kill_report(plan, flips, rate) | ({"target_ratio": level} if key else {})
-        allflips = np.concatenate(flipped) if flipped else np.zeros(0, np.int64)
-        if not len(allflips):
+        if not any(flips.any() for _, flips in plans):
             raise InterventionError(f"dose {cfg.dose}: no eligible rule event of {list(cfg.dose_families)} "
-                                    f"(classes {list(cfg.intervention.classes) or 'default'}) in {base.path}")
-        check_in_place(stream.ids, ids, allflips, f"dose {cfg.dose}")
-        self._recount(TokenStream(ids, stream.starts), table, per_family, single=len(per_family) == 1)
-        flat = np.asarray(base.rows).reshape(-1).copy()
-        flat[posmap] = ids
-        rows = flat.reshape(base.rows.shape)
-        if int((rows != np.asarray(base.rows)).sum()) != len(np.unique(allflips)):
-            raise RuntimeError("kill moved tokens; this is a bug")
-        return rows, {"per_family": per_family, "tokens_changed": int(len(np.unique(allflips)))}
+                                    f"(classes {list(cfg.intervention.classes) or 'default'}) in {where}")
+        return plans, per_family
+
+    def _apply(self, cfg: RunConfig, stream: TokenStream, out: np.ndarray, table: TokenTable, plans: list,
+               per_family: dict) -> tuple[TokenStream, int]:
+        """Write every family's flips into ``out`` (a copy of ``stream.ids``), check that exactly
+        the flipped tokens changed, add the recount; the edited stream and the tokens changed."""
+        for plan, flips in plans:
+            apply_flips(stream.ids, plan, flips, out=out)
+        allflips = np.unique(np.concatenate([plan.positions[flips] for plan, flips in plans]))
+        check_in_place(stream.ids, out, allflips, f"dose {cfg.dose}")
+        edited = TokenStream(out, stream.starts)
+        self._recount(edited, table, per_family, single=len(per_family) == 1)
+        return edited, int(len(allflips))
 
     @staticmethod
     def _recount(edited: TokenStream, table: TokenTable, per_family: dict, single: bool) -> None:
@@ -103,6 +133,10 @@ class Rescue(Dose):
     """The paper's rescue at d x delta (d > 0)."""
 
     name = "rescue"
+    text_refusal = ("has no real-text form yet: its injected documents are built-in world sentences (rescue_cues, "
+                    "rescue_template) sized to word-level rows, and injecting symmetric documents tokenized with the "
+                    "corpus's BPE, token-matched by removing end-of-text-delimited neutral documents, is not built; "
+                    "rescue a built-in corpus (e.g. web) instead")
 
     def check_level(self, level: float) -> None:
         if not level > 0.0:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runner.data.matching import TokenStream, TokenTable, surface_forms
+from runner.data.matching import CHUNK, TokenStream, TokenTable, surface_forms
 from runner.data.rvp_support import K, class_counts, family_sites
 from runner.world.rules import RuleFamily
 from runner.world.rvp import RuleVsPrior
@@ -126,16 +126,25 @@ def draw_flips(plan: KillPlan, rate: float, seed: int) -> np.ndarray:
     return rng.random(len(plan.positions)) < rate
 
 
-def apply_flips(ids: np.ndarray, plan: KillPlan, flips: np.ndarray) -> np.ndarray:
-    """A copy of the stream ``ids`` with the flipped sites' tokens replaced by the prior's."""
-    out = ids.copy()
+def apply_flips(ids: np.ndarray, plan: KillPlan, flips: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The stream ``ids`` with the flipped sites' tokens replaced by the prior's: a copy, or
+    ``out`` edited in place (a real-text stream is copied once and every family's flips written
+    into that one copy)."""
+    out = ids.copy() if out is None else out
     out[plan.positions[flips]] = plan.new_ids[flips]
     return out
 
 
+def changed_positions(before: np.ndarray, after: np.ndarray, block: int = CHUNK) -> np.ndarray:
+    """Positions where two equal-length streams differ, compared ``block`` tokens at a time (a
+    memory-mapped stream is never read whole into memory)."""
+    parts = [np.flatnonzero(after[i : i + block] != before[i : i + block]) + i for i in range(0, len(before), block)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
 def check_in_place(before: np.ndarray, after: np.ndarray, flipped: np.ndarray, what: str) -> None:
     """Exactly the ``flipped`` positions differ and the length is unchanged, or InterventionError."""
-    changed = np.flatnonzero(after != before) if len(after) == len(before) else None
+    changed = changed_positions(before, after) if len(after) == len(before) else None
     if changed is None or not np.array_equal(changed, np.unique(flipped)):
         raise InterventionError(f"{what}: {0 if changed is None else len(changed)} tokens changed for "
                                 f"{len(np.unique(flipped))} flipped sites, or the length changed; this is a bug")
