@@ -2,9 +2,9 @@
 run by local process pools on one machine.
 
 For a machine where Ray is not installed or not wanted (a lent GPU box that cannot fetch Ray's
-wheel, a laptop). What stays the same as on Ray: every cell trains in a fresh spawned process
-that runs exactly one cell (``max_tasks_per_child=1``, Ray's ``max_calls=1``: DeepSpeed's process
-group dies with the process); streams are built once each, in parallel, before any training; a
+wheel, a laptop). What stays the same as on Ray: every cell trains in a fresh process that runs
+exactly one cell (``max_tasks_per_child=1``, Ray's ``max_calls=1``: DeepSpeed's process group
+dies with the process); streams are built once each, in parallel, before any training; a
 failing cell is recorded with its traceback and the others go on; rerunning skips complete cells
 and resumes unfinished ones from their last checkpoint. What Ray adds and this does not: retries
 of killed workers, several nodes, Ray's resource accounting (a cell's ``num_cpus`` divides the
@@ -16,6 +16,12 @@ own process and CUDA context); the other ``workers - gpu_workers`` run with CUDA
 A cell's ``train.precision = "auto"`` resolves to bf16 on the GPU and fp32 on a CPU: name the
 precision in the grid when cells of one sweep must compute alike. Which device trained a run is in
 its ``run.json``.
+
+Start: a CPU worker (and a stream build) is a fork of a warm forkserver that imported torch,
+transformer_lens, DeepSpeed and the trainer once, with CUDA hidden (:mod:`cluster.preload`), so a
+cell pays no import; a GPU worker is spawned (a fresh interpreter: CUDA state is never forked).
+``cpu_start="spawn"`` spawns the CPU workers too. Either way a worker dies with the driver (Linux):
+a CPU worker with the forkserver, which dies with the driver.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 
 from cluster.cell import build_stream, collect_streams, train_cell
+from cluster.preload import warm_context
 from cluster.sweep import _consolidate
 from cluster.sweep_callbacks import CallbackList, ManifestWriter
 from cluster.sweep_plan import SweepPlan, SweepResult, copy_reused, plan_sweep, prepare_sweep
@@ -42,10 +49,12 @@ from runner.grid import GridError
 
 
 def _init_worker(hide_cuda: bool) -> None:
-    """Pool initializer: die with the driver (Linux: the parent-death signal is SIGKILL, so a
-    killed driver leaves no worker training on, holding its run folder, and a rerun resumes the
-    cell at once; elsewhere a worker outlives its driver until its cell ends), and for the CPU
-    workers, no CUDA device (set before torch loads)."""
+    """Pool initializer: die with the parent process (Linux: the parent-death signal is SIGKILL;
+    the parent is the driver for a spawned worker, the forkserver for a forked one, and the
+    forkserver dies with the driver; so a killed driver leaves no worker training on, holding its
+    run folder, and a rerun resumes the cell at once; elsewhere a worker outlives its driver until
+    its cell ends), and for the CPU workers, no CUDA device (set before torch loads; a forked
+    worker's server had it hidden already)."""
     if sys.platform.startswith("linux"):
         import ctypes
         import signal
@@ -77,8 +86,10 @@ def default_workers(plan: SweepPlan) -> int:
     return max(1, int((os.cpu_count() or 1) // max(plan.resources.num_cpus, 1.0)))
 
 
-def check_workers(plan: SweepPlan, workers: int, gpu_workers: int) -> None:
+def check_workers(plan: SweepPlan, workers: int, gpu_workers: int, cpu_start: str = "forkserver") -> None:
     """Refuse what a local pool cannot do, before anything is written."""
+    if cpu_start not in ("forkserver", "spawn"):
+        raise ValueError(f"cpu_start {cpu_start!r}: use 'forkserver' or 'spawn'")
     if workers < 1:
         raise GridError(f"--workers {workers}: at least 1 cell at a time")
     if not 0 <= gpu_workers <= workers:
@@ -92,7 +103,7 @@ def check_workers(plan: SweepPlan, workers: int, gpu_workers: int) -> None:
 
 
 def _build_streams(plan: SweepPlan, workers: int, ctx, log) -> dict[str, str]:
-    """Every stream of ``plan.streams`` in a pool of ``workers`` processes (CUDA hidden)."""
+    """Every stream of ``plan.streams`` in a pool of ``workers`` processes from ``ctx`` (CUDA hidden)."""
     if not plan.streams:
         return {}
     with ProcessPoolExecutor(min(workers, len(plan.streams)), mp_context=ctx, initializer=_init_worker,
@@ -112,15 +123,27 @@ def _build_streams(plan: SweepPlan, workers: int, ctx, log) -> dict[str, str]:
         return collect_streams(plan, [(c, getter(f)) for c, f in futs], log)
 
 
-def _pools(workers: int, gpu_workers: int, ctx) -> list[tuple[ProcessPoolExecutor, str, int]]:
-    """(pool, where, slots): a GPU pool of ``gpu_workers`` and a CPU pool (CUDA hidden) of the rest."""
+def cpu_pool(n: int, ctx) -> ProcessPoolExecutor:
+    """``n`` CPU workers (CUDA hidden) from ``ctx``, one cell each."""
+    return ProcessPoolExecutor(n, mp_context=ctx, max_tasks_per_child=1, initializer=_init_worker, initargs=(True,))
+
+
+def cpu_context(cpu_start: str, log=print, *, needed: bool = True):
+    """The start method of CPU workers: ``"forkserver"`` (a warm one, :mod:`cluster.preload`; spawn
+    where none can be had) or ``"spawn"`` (checked by :func:`check_workers`). ``needed=False`` (no
+    CPU worker will start): spawn, and no server is started."""
+    return (needed and cpu_start == "forkserver" and warm_context(log)) or mp.get_context("spawn")
+
+
+def _pools(workers: int, gpu_workers: int, cpu_ctx) -> list[tuple[ProcessPoolExecutor, str, int]]:
+    """(pool, where, slots): a GPU pool of ``gpu_workers`` (spawned) and a CPU pool (CUDA hidden,
+    from ``cpu_ctx``) of the rest."""
     pools = []
     if gpu_workers:
-        pools.append((ProcessPoolExecutor(gpu_workers, mp_context=ctx, max_tasks_per_child=1, initializer=_init_worker,
-                                          initargs=(False,)), "gpu", gpu_workers))
+        pools.append((ProcessPoolExecutor(gpu_workers, mp_context=mp.get_context("spawn"), max_tasks_per_child=1,
+                                          initializer=_init_worker, initargs=(False,)), "gpu", gpu_workers))
     if workers > gpu_workers:
-        pools.append((ProcessPoolExecutor(workers - gpu_workers, mp_context=ctx, max_tasks_per_child=1,
-                                          initializer=_init_worker, initargs=(True,)), "cpu", workers - gpu_workers))
+        pools.append((cpu_pool(workers - gpu_workers, cpu_ctx), "cpu", workers - gpu_workers))
     return pools
 
 
@@ -153,22 +176,22 @@ def _train_all(plan: SweepPlan, cells: list, pools, cb: CallbackList, results: d
 
 
 def run_cells_local(plan: SweepPlan, callbacks=(), *, workers: int, gpu_workers: int = 0,
-                    log=print) -> SweepResult:
+                    log=print, cpu_start: str = "forkserver") -> SweepResult:
     """Run a plan's cells in local process pools (see the module docstring), calling the
     callbacks' hooks at each lifecycle point as :func:`cluster.sweep.run_cells` does."""
-    check_workers(plan, workers, gpu_workers)
+    check_workers(plan, workers, gpu_workers, cpu_start)
+    cpu_ctx = cpu_context(cpu_start, log, needed=bool(plan.streams or (plan.to_run and workers > gpu_workers)))
     cb = CallbackList(callbacks)
     cb.on_plan(plan)
     t_wall = time.time()
     results: dict[str, dict] = {}
     errors: dict[str, str] = {}
-    ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no inherited torch or CUDA state
-    unbuilt = _build_streams(plan, workers, ctx, log)
+    unbuilt = _build_streams(plan, workers, cpu_ctx, log)
     for c in plan.to_run:
         if c.run_id in unbuilt:
             errors[c.run_id] = unbuilt[c.run_id]
             cb.on_cell_failed(c, errors[c.run_id])
-    pools = _pools(workers, gpu_workers, ctx)
+    pools = _pools(workers, gpu_workers, cpu_ctx)
     try:
         _train_all(plan, [c for c in plan.to_run if c.run_id not in unbuilt], pools, cb, results, errors)
     finally:
@@ -183,17 +206,17 @@ def run_cells_local(plan: SweepPlan, callbacks=(), *, workers: int, gpu_workers:
 
 def run_sweep_local(spec_file: str | Path, sweep_dir: str | Path, *, workers: int | None = None,
                     gpu_workers: int = 0, progress: bool = True, log=print, reuse: list[Path] | None = None,
-                    callbacks=()) -> SweepResult:
+                    callbacks=(), cpu_start: str = "forkserver") -> SweepResult:
     """:func:`cluster.sweep.run_sweep` without Ray: plan (a bad spec raises GridError before
     anything is written), hold and prepare the folder, copy reusable cells in, run the rest in
     local process pools of ``workers`` cells at a time (default: cores / a cell's CPUs), of which
-    ``gpu_workers`` on the GPU."""
+    ``gpu_workers`` on the GPU; ``cpu_start`` says how CPU workers start (see :func:`cpu_context`)."""
     plan = plan_sweep(spec_file, sweep_dir, list(reuse or []))
     n = workers if workers is not None else default_workers(plan)
-    check_workers(plan, n, gpu_workers)
+    check_workers(plan, n, gpu_workers, cpu_start)
     with hold_folder(sweep_dir, "sweep folder"):
         sw = prepare_sweep(spec_file, sweep_dir)
         copy_reused(plan, log)
         shown = [ProgressLines(sw.dir, log) if plain_progress() else LiveTable(sw.dir)] if progress else []
         return run_cells_local(plan, [ManifestWriter(sw), *shown, *callbacks], workers=n, gpu_workers=gpu_workers,
-                               log=log)
+                               log=log, cpu_start=cpu_start)

@@ -50,6 +50,8 @@ def test_refusals_before_anything_is_written(tmp_path, capsys):
     g = tiny_grid_spec(tmp_path / "g.toml", seeds=(1,), steps=40)
     with pytest.raises(GridError, match="--gpu-workers 3"):
         run_sweep_local(g, tmp_path / "sw", workers=2, gpu_workers=3, progress=False)
+    with pytest.raises(ValueError, match="cpu_start 'fork'"):
+        run_sweep_local(g, tmp_path / "sw", workers=2, cpu_start="fork", progress=False)
     multi = tmp_path / "multi.toml"
     multi.write_text(g.read_text().replace("num_cpus = 1", "num_cpus = 1\nnum_gpus = 2"))
     with pytest.raises(GridError, match="Ray Train"):
@@ -80,7 +82,10 @@ def test_killed_driver_takes_its_workers_and_a_rerun_resumes(tmp_path):
         time.sleep(0.5)
     time.sleep(3)
     workers = subprocess.run(["pgrep", "-g", str(p.pid)], capture_output=True, text=True).stdout.split()
-    assert len(workers) >= 3  # the driver and its two cell workers
+    assert len(workers) >= 4  # the driver, its forkserver and two cell workers
+    cell_pids = [json.loads((d / "attempts.jsonl").read_text().splitlines()[-1])["pid"] for d in runs.iterdir()]
+    servers = {_ppid(pid) for pid in cell_pids}
+    assert len(servers) == 1 and p.pid not in servers and _ppid(servers.pop()) == p.pid  # forked by the server
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     time.sleep(3)
@@ -90,3 +95,73 @@ def test_killed_driver_takes_its_workers_and_a_rerun_resumes(tmp_path):
     assert not res.failed and res.ran + len(res.skipped) == 2 and res.ran >= 1
     sw = Sweep(tmp_path / "sw")
     assert all(sw.is_complete(c.run_id) for c in sw.cells)
+
+
+def _ppid(pid: int) -> int:
+    """A live process's parent, from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("PPid:")).split()[1])
+
+
+def _arrays(store) -> dict:
+    """Every array of a zarr store, by path."""
+    import zarr
+
+    out = {}
+
+    def walk(group, prefix: str) -> None:
+        for name, arr in group.arrays():
+            out[prefix + name] = arr[...]
+        for name, sub in group.groups():
+            walk(sub, prefix + name + "/")
+
+    walk(zarr.open_group(str(store), mode="r"), "")
+    return out
+
+
+def test_cpu_workers_fork_from_a_warm_server_with_cuda_hidden():
+    """The CPU workers' forkserver imported the trainer with CUDA hidden and no thread of its own;
+    the driver's environment is as it was; there is one server per driver."""
+    import os
+    from multiprocessing import forkserver
+
+    from cluster.preload import MARK, server_report
+    from cluster.sweep_local import cpu_context, cpu_pool
+
+    env = dict(os.environ)
+    ctx = cpu_context("forkserver")
+    assert dict(os.environ) == env and MARK not in os.environ
+    server = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+    with cpu_pool(1, ctx) as pool:
+        rep, ppid = pool.submit(server_report).result(), pool.submit(os.getppid).result()
+    with cpu_pool(1, cpu_context("forkserver")) as pool:
+        again, mark = pool.submit(server_report).result(), pool.submit(os.getenv, MARK).result()
+    assert rep["warm"] and not rep["failed"] and rep["pid"] == ppid == server == again["pid"]
+    assert rep["cuda_visible_devices"] == "" and not rep["cuda_initialized"] and mark is None
+    assert rep["python_threads"] == 1 and rep["seconds"]["torch"] > 0 and "transformer_lens" in rep["seconds"]
+    assert server_report() == {}  # the driver imported nothing on the server's behalf
+
+
+def test_forked_cell_trains_bit_identically_to_a_spawned_one(tmp_path):
+    """One cell, once in a spawned worker and once forked from the warm server: the same stored
+    scores and losses (every array of the store) and the same weights, bit for bit."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from cluster.sweep_local import cpu_context
+
+    assert cpu_context("forkserver").get_start_method() == "forkserver"  # what the sweep gets: a warm server
+    g = tiny_grid_spec(tmp_path / "g.toml", seeds=(1,), steps=40)
+    for start in ("spawn", "forkserver"):
+        res = run_sweep_local(g, tmp_path / start, workers=1, progress=False, cpu_start=start)
+        assert res.ran == 1 and not res.failed
+    a, b = _arrays(tmp_path / "spawn" / "store.zarr"), _arrays(tmp_path / "forkserver" / "store.zarr")
+    assert sorted(a) == sorted(b) and any(k.endswith("train/loss") for k in a)
+    differ = [k for k in a if a[k].dtype != b[k].dtype
+              or not np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f")]
+    assert differ == []
+    weights = sorted((tmp_path / "spawn" / "runs").glob("*/weights/*.safetensors"))
+    assert len(weights) == 3
+    for w in weights:
+        x, y = load_file(w), load_file(tmp_path / "forkserver" / w.relative_to(tmp_path / "spawn"))
+        assert sorted(x) == sorted(y) and all(np.array_equal(x[k], y[k]) for k in x)
