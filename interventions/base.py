@@ -5,8 +5,8 @@ dose, intervention settings) and shared by every training seed, with a manifest 
 was done and the support the model will actually see (counted on the intervened stream). A
 built-in corpus's stream is a table of rows (``write_corpus``); a real-text (``built:``) corpus's
 is a flat token stream in the real-text format (:mod:`interventions.textstream`), written by the
-doses that have a real-text edit (``edit_stream``: the paper's kill) and refused, naming why, by
-the others.
+doses that have a real-text edit (``edit_stream``: the paper's kill and rescue) and refused,
+naming why, by the others.
 """
 
 from __future__ import annotations

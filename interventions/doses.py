@@ -13,7 +13,10 @@
   evidence, d x delta targeted-class events per token (delta: ``intervention.reference``, the
   paper's 1.67175e-3 by default), token-matched by default; injected events counted after
   tokenization must equal the target; the disjointness gate runs before the stream is written.
-  Built-in corpora only: on real text it is refused (``Rescue.text_refusal`` says why).
+  On a real-text (``built:``) corpus the documents are text tokenized with the corpus's tokenizer
+  and spliced into its flat stream at seeded document boundaries, whole neutral documents removed
+  to keep the token count (:mod:`interventions.textrescue`; the rule-versus-prior families' rescue
+  cues and frames: ``runner/world/lexicons/rvp4_rescue.json``).
 
 ungrok's earlier edits are ``kill-contested`` and ``rescue-contest`` (:mod:`interventions.contested`).
 All are discovered by :data:`runner.doses.DOSES` through the entry points ``ungrok.doses``.
@@ -31,7 +34,7 @@ from runner.data.matching import TokenStream, TokenTable
 from runner.data.rvp_support import class_counts, count_rvp_rows, family_sites
 from runner.doses import parse_dose_key
 from runner.scoring import battery_for
-from runner.world.rules import RULES, InductionRule
+from runner.world.rules import RULES, InductionRule, RuleFamily
 
 from .base import Dose, corpus_stream
 from .contested import KILL_CONTESTED, RESCUE_CONTEST, KillContested, RescueContest  # noqa: F401
@@ -39,6 +42,7 @@ from .gate import check_disjoint
 from .kill import apply_flips, as_rvp, check_in_place, draw_flips, kill_report, plan_kill, solve_rate, targets_of
 from .registry import InterventionError
 from .rescue import PAPER_DELTA, document, plan_slots
+from .textrescue import rescue_text
 from .textstream import editable_copy, flat_stream
 
 
@@ -133,17 +137,14 @@ class Rescue(Dose):
     """The paper's rescue at d x delta (d > 0)."""
 
     name = "rescue"
-    text_refusal = ("has no real-text form yet: its injected documents are built-in world sentences (rescue_cues, "
-                    "rescue_template) sized to word-level rows, and injecting symmetric documents tokenized with the "
-                    "corpus's BPE, token-matched by removing end-of-text-delimited neutral documents, is not built; "
-                    "rescue a built-in corpus (e.g. web) instead")
+    text_refusal = ""  # rescue injects into a real-text stream too (edit_stream)
 
     def check_level(self, level: float) -> None:
         if not level > 0.0:
             raise ValueError(f"rescue dose {level} must be > 0 (in units of delta)")
 
     @staticmethod
-    def delta(cfg: RunConfig, fam: InductionRule, target: str, corpora_dir) -> dict:
+    def delta(cfg: RunConfig, fam: RuleFamily, target: str, corpora_dir) -> dict:
         """delta: the targeted class's windowed rule events per token of the reference."""
         ref = cfg.intervention.reference
         if ref == "paper":
@@ -155,7 +156,8 @@ class Rescue(Dose):
         path = build_corpus(CorpusConfig(name=ref, seed=cfg.corpus.seed, n_stories=cfg.corpus.n_stories,
                                          story_tokens=cfg.corpus.story_tokens), corpora_dir)
         c = load_corpus(path)
-        counts = count_rvp_rows(c.rows, c.tokenizer, [as_rvp(fam)], pad_id=c.pad_id)[fam.name][target]["windowed"]
+        counts = count_rvp_rows(c.rows, c.tokenizer, [as_rvp(fam)], pad_id=c.pad_id)[fam.name][target][
+            "a_an" if as_rvp(fam).kind == "a_an" else "windowed"]
         return {"reference": str(path), "rule_events": counts["rule"], "n_tokens": c.n_tokens,
                 "per_token": counts["rule"] / c.n_tokens}
 
@@ -199,6 +201,10 @@ class Rescue(Dose):
             else:
                 added.append(inj)
         return self._finish(cfg, base, rows, added, per_family, tok)
+
+    def edit_stream(self, cfg: RunConfig, level: float, base) -> tuple[TokenStream, dict]:
+        """The paper's rescue on a real-text corpus's flat stream (:func:`interventions.textrescue.rescue_text`)."""
+        return rescue_text(cfg, level, base, self.delta)
 
     @staticmethod
     def _finish(cfg: RunConfig, base, rows, added, per_family: dict, tok) -> tuple[np.ndarray, dict]:
@@ -250,6 +256,14 @@ def describe(generator: dict, g: dict) -> str:
         return "; ".join(f"{c}: {x['flipped_events']:,} of {x['eligible_events']:,} rule events flipped at "
                          f"p={g['rate']:.3g}, ratio {x['ratio_before']:.3g} -> {x['recount']['ratio']:.3g} "
                          f"(closed form {x['closed_form_ratio']:.3g})" for c, x in g["classes"].items())
+    if kind == "rescue" and "removed" in generator:  # a real-text stream
+        rm = generator["removed"]
+        removed = ("appended" if rm is None
+                   else f"{rm['documents']:,} neutral documents, {rm['tokens']:,} tokens removed")
+        return (f"{g['events_per_class']:,} events per class in {g['documents']:,} documents "
+                f"({g['injected_tokens']:,} tokens; {g['delta']['per_token']:.3g}/token x {generator['dose']}; "
+                f"{removed}); {g['target_class']} {g['mode']} {g['before']['rule']:,}:{g['before']['prior']:,} -> "
+                f"{g['after']['rule']:,}:{g['after']['prior']:,}")
     if kind == "rescue":
         return (f"{g['events_per_class']:,} events per class in {g['documents']:,} documents "
                 f"({g['delta']['per_token']:.3g}/token x {generator['dose']}; {g['removed_rows']:,} rows replaced); "

@@ -182,3 +182,51 @@ def expand_families(names: Iterable[str]) -> tuple[str, ...]:
             if f not in out:
                 out.append(f)
     return tuple(out)
+
+
+# ---- rescue lexicons ---------------------------------------------------------------------------
+# The paper's rescue injects rule evidence in cue words and frames no probe uses. They are data
+# beside the families' lexicon, in their own file (``rvp4.json`` stays the battery's derivation,
+# with its sha256), read only by the rescue edit: they are not the families' cues, so the support
+# every other count reports is unchanged by their existence.
+RESCUE_LEXICON = LEXICON.with_name("rvp4_rescue.json")
+
+
+@dataclass(frozen=True)
+class RescueLexicon:
+    """One family's rescue evidence: ``cues`` per class (cue words the injected documents use),
+    ``answers`` per class (the rule's answer), ``frames`` (sentences with one ``{cue}`` and one
+    ``{answer}`` slot, words separated by spaces) and ``fills`` (other slots, e.g. ``{key}``, and
+    the words drawn for them)."""
+
+    family: str
+    cues: dict[str, tuple[str, ...]]
+    answers: dict[str, str]
+    frames: tuple[str, ...]
+    fills: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if set(self.cues) != set(self.answers) or not all(self.cues.values()):
+            raise LexiconError(f"{self.family}: rescue cues needed for every class {sorted(self.answers)}, got "
+                               f"{ {c: len(v) for c, v in self.cues.items()} }; fix {RESCUE_LEXICON.name}")
+        bad = [f for f in self.frames if f.count("{cue}") != 1 or f.count("{answer}") != 1]
+        if not self.frames or bad:
+            raise LexiconError(f"{self.family}: every rescue frame needs one {{cue}} and one {{answer}} slot, got "
+                               f"{bad or 'no frame'}; fix {RESCUE_LEXICON.name}")
+
+    def cue_words(self) -> tuple[str, ...]:
+        return tuple(w for c in sorted(self.cues) for w in self.cues[c])
+
+
+def rescue_lexicon(name: str) -> RescueLexicon:
+    """The rescue lexicon of the rule-versus-prior family ``name`` (``lexicons/rvp4_rescue.json``);
+    LexiconError naming the fix when it has none."""
+    table = json.loads(RESCUE_LEXICON.read_text())["families"]
+    fam = RULES.get(name)
+    if name not in table:
+        raise LexiconError(f"{name} has no rescue lexicon: add rescue cues per class and frames for it to "
+                           f"runner/world/lexicons/{RESCUE_LEXICON.name}; families with one: "
+                           f"{', '.join(sorted(table))}")
+    spec = table[name]
+    return RescueLexicon(name, {c: tuple(spec["cues"].get(c, ())) for c in fam.rule_answer},
+                         dict(fam.rule_answer), tuple(spec["frames"]))

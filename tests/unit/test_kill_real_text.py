@@ -143,8 +143,7 @@ def test_a_rerun_reuses_the_stream(hand, monkeypatch):
     assert not [p for p in hand.parent.iterdir() if ".tmp-" in p.name]
 
 
-@pytest.mark.parametrize("dose,what", [("rescue:1", "rescue has no real-text form yet"),
-                                       ("kill-contested:0.5", "kill-contested edits the built-in world's rows only"),
+@pytest.mark.parametrize("dose,what", [("kill-contested:0.5", "kill-contested edits the built-in world's rows only"),
                                        ("rescue-contest:1", "rescue-contest edits the built-in world's rows only")])
 def test_doses_without_a_real_text_edit_are_refused(hand, dose, what):
     with pytest.raises(InterventionError, match="real-text") as e:

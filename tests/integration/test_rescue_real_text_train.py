@@ -1,0 +1,64 @@
+"""A run dosed with the paper's rescue on a real-text (``built:``) corpus trains end to end: the
+rescued stream is written in the real-text format (token-matched: same length as the base), the
+run reads it (run.json names it) and its steps are scored. Offline: the documents are generated
+here in the world's vocabulary."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from runner.data.corpora import load_corpus, world_tokenizer
+from runner.data.textcorpus import TextCorpusSpec, build_text_corpus
+from runner.store import RunStore
+from runner.train.loop import train_run
+from tests.helpers import tiny_run_config
+
+pytestmark = pytest.mark.slow
+
+GIRLS, BOYS = ("Mary", "Anna", "Lucy", "Emma"), ("Tom", "John")
+
+
+def _documents(n: int) -> list[str]:
+    rng = random.Random(0)
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.5:  # a neutral document: no name, no pronoun
+            out.append(f"the {rng.choice(['dog', 'cat', 'cow'])} saw the {rng.choice(['fish', 'sheep'])} .")
+            continue
+        name = rng.choice(GIRLS + BOYS)
+        pron = ("she" if name in GIRLS else "he") if rng.random() < 0.8 else rng.choice(["she", "he"])
+        out.append(f"{name} cried because {pron} was sad . the dog saw the cat .")
+    return out
+
+
+def test_rescue_on_a_real_text_corpus_trains(tmp_path):
+    tok = tmp_path / "world.json"
+    world_tokenizer().save(str(tok))
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"text": d}) + "\n" for d in _documents(600)))
+    corpora = tmp_path / "runs" / "corpora"
+    base = build_text_corpus(TextCorpusSpec(name="hand", source=f"text:{src}", tokenizer=str(tok),
+                                            eot_token="<bos>", row_tokens=32), corpora)
+    cfg = tiny_run_config(corpus={"name": "built:hand", "story_tokens": 32},
+                          train={"steps": 20, "batch_size": 8},
+                          schedule={"every": 10}, probes={"families": ["pronoun_gender"]},
+                          intervention={"families": ["pronoun_gender"], "reference": "0.01"})
+    cfg = cfg.model_validate({**cfg.model_dump(), "dose": "rescue:1"})
+    run = train_run(cfg, tmp_path / "runs", progress=False, log=lambda *_: None)
+    meta = json.loads((run / "run.json").read_text())
+    dosed = load_corpus(meta["intervened_corpus_path"], 32)
+    assert dosed.manifest["format"] == load_corpus(base).manifest["format"]
+    assert meta["intervened_corpus_sha256"] == dosed.manifest["sha256"] != meta["corpus_sha256"]
+    g = dosed.manifest["generator"]
+    f = g["per_family"]["pronoun_gender"]
+    n = f["events_per_class"]
+    assert n > 0 and f["injected_events"]["feminine"] == {"rule": n, "prior": 0}
+    assert f["after"]["rule"] == f["before"]["rule"] + n
+    assert len(np.asarray(dosed.stream)) == len(np.asarray(load_corpus(base).stream))
+    assert g["removed"]["tokens"] == g["injected_tokens"]
+    store = RunStore(run / "store.zarr")
+    assert list(store.steps()) == [0, 10, 20] and store.attrs["complete"]
