@@ -68,3 +68,22 @@ def tiny_run_config(**overrides) -> RunConfig:
     for k, v in overrides.items():
         base[k] = {**base.get(k, {}), **v}
     return RunConfig(**base)
+
+
+def world_text_corpus(docs, root, *, row_tokens: int, name: str = "hand"):
+    """Build the documents ``docs`` as a real-text (``built:<name>``) corpus under ``root``, in the
+    world's vocabulary with ``<bos>`` as the end-of-text token; returns its folder."""
+    import json
+    from pathlib import Path
+
+    from runner.data.corpora import world_tokenizer
+    from runner.data.textcorpus import TextCorpusSpec, build_text_corpus
+
+    work = Path(root).parent / f"{name}-src"
+    work.mkdir(parents=True, exist_ok=True)
+    tok, src = work / "world.json", work / "docs.jsonl"
+    world_tokenizer().save(str(tok))
+    src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    spec = TextCorpusSpec(name=name, source=f"text:{src}", tokenizer=str(tok), eot_token="<bos>",
+                          row_tokens=row_tokens)
+    return build_text_corpus(spec, root)

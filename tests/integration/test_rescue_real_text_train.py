@@ -11,11 +11,10 @@ import random
 import numpy as np
 import pytest
 
-from runner.data.corpora import load_corpus, world_tokenizer
-from runner.data.textcorpus import TextCorpusSpec, build_text_corpus
+from runner.data.corpora import load_corpus
 from runner.store import RunStore
 from runner.train.loop import train_run
-from tests.helpers import tiny_run_config
+from tests.helpers import tiny_run_config, world_text_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +35,7 @@ def _documents(n: int) -> list[str]:
 
 
 def test_rescue_on_a_real_text_corpus_trains(tmp_path):
-    tok = tmp_path / "world.json"
-    world_tokenizer().save(str(tok))
-    src = tmp_path / "docs.jsonl"
-    src.write_text("".join(json.dumps({"text": d}) + "\n" for d in _documents(600)))
-    corpora = tmp_path / "runs" / "corpora"
-    base = build_text_corpus(TextCorpusSpec(name="hand", source=f"text:{src}", tokenizer=str(tok),
-                                            eot_token="<bos>", row_tokens=32), corpora)
+    base = world_text_corpus(_documents(600), tmp_path / "runs" / "corpora", row_tokens=32)
     cfg = tiny_run_config(corpus={"name": "built:hand", "story_tokens": 32},
                           train={"steps": 20, "batch_size": 8},
                           schedule={"every": 10}, probes={"families": ["pronoun_gender"]},

@@ -21,7 +21,7 @@ from runner.data.shards import stream_digest
 from runner.data.streams import build_streams
 from runner.data.support import corpus_support
 from runner.data.textcorpus import TextCorpusSpec, build_text_corpus
-from tests.helpers import REFERENCE_BATTERY
+from tests.helpers import REFERENCE_BATTERY, world_text_corpus
 
 # One document per line; each is preceded in the stream by <bos> (the corpus's end-of-text token).
 # Stream positions (by hand): 0 <bos> 1 Mary .. 4 she | 8 <bos> 9 Tom .. 12 she | 16 <bos> 17 Anna
@@ -44,12 +44,7 @@ S, C = 4, 1  # feminine rule (Mary, Anna, Lily, Lucy) and prior (Emma) events
 @pytest.fixture
 def hand(tmp_path) -> Path:
     """The documents as a real-text corpus (world vocabulary, <bos> as the end-of-text token)."""
-    tok = tmp_path / "world.json"
-    world_tokenizer().save(str(tok))
-    src = tmp_path / "docs.jsonl"
-    src.write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS))
-    spec = TextCorpusSpec(name="hand", source=f"text:{src}", tokenizer=str(tok), eot_token="<bos>", row_tokens=16)
-    return build_text_corpus(spec, tmp_path / "corpora")
+    return world_text_corpus(DOCS, tmp_path / "corpora", row_tokens=16)
 
 
 def _cfg(dose: str, fams=("pronoun_gender",), name: str = "built:hand", **iv) -> RunConfig:

@@ -26,7 +26,7 @@ from runner.data.textcorpus import TextCorpusSpec, build_text_corpus
 from runner.scoring import read_battery
 from runner.world.rules import RULES
 from runner.world.rvp import RescueLexicon, rescue_lexicon
-from tests.helpers import REFERENCE_BATTERY
+from tests.helpers import REFERENCE_BATTERY, world_text_corpus
 
 NEUTRAL = ["the dog saw the cat .", "the teacher went to the park .", "the child saw the fish at the lake .",
            "the baker went to the shop . the cow saw the sheep ."]
@@ -36,12 +36,7 @@ DOCS = [(NEUTRAL + CUED)[i % 7] for i in range(40)]
 
 @pytest.fixture
 def hand(tmp_path) -> Path:
-    tok = tmp_path / "world.json"
-    world_tokenizer().save(str(tok))
-    src = tmp_path / "docs.jsonl"
-    src.write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS))
-    spec = TextCorpusSpec(name="hand", source=f"text:{src}", tokenizer=str(tok), eot_token="<bos>", row_tokens=16)
-    return build_text_corpus(spec, tmp_path / "corpora")
+    return world_text_corpus(DOCS, tmp_path / "corpora", row_tokens=16)
 
 
 def _cfg(dose: str = "rescue:1", fams=("pronoun_gender",), name: str = "built:hand", **iv) -> RunConfig:
