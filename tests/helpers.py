@@ -56,7 +56,9 @@ def tiny_grid_spec(path, *, name: str = "t", corpora: str = '["web"]', seeds=(1,
 def tiny_run_config(**overrides) -> RunConfig:
     """A run that trains in seconds: 2-layer d32 model, 60 steps, checkpoint every 20.
 
-    Overrides are nested dicts per concern, e.g. ``tiny_run_config(train={"steps": 40})``.
+    Overrides are nested dicts per concern, e.g. ``tiny_run_config(train={"steps": 40})``, or
+    plain values for top-level fields (``dose="rescue:1"``: set with the dose, so its
+    ``intervention`` section is kept; a dose-none config drops it).
     """
     base = {
         "corpus": {"name": "web", "n_stories": 2000, "seed": 0},
@@ -66,7 +68,7 @@ def tiny_run_config(**overrides) -> RunConfig:
         "probes": {"n_per_cell": 8, "n_neutral": 4},
     }
     for k, v in overrides.items():
-        base[k] = {**base.get(k, {}), **v}
+        base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
     return RunConfig(**base)
 
 

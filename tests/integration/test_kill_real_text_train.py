@@ -35,8 +35,7 @@ def test_kill_on_a_real_text_corpus_trains(tmp_path):
     cfg = tiny_run_config(corpus={"name": "built:hand", "story_tokens": 32},
                           train={"steps": 20, "batch_size": 8},
                           schedule={"every": 10}, probes={"families": ["pronoun_gender"]},
-                          intervention={"families": ["pronoun_gender"]})
-    cfg = cfg.model_validate({**cfg.model_dump(), "dose": "kill:1.0"})
+                          intervention={"families": ["pronoun_gender"]}, dose="kill:1.0")
     run = train_run(cfg, tmp_path / "runs", progress=False, log=lambda *_: None)
     meta = json.loads((run / "run.json").read_text())
     dosed = load_corpus(meta["intervened_corpus_path"], 32)

@@ -105,6 +105,25 @@ def test_appended_rescue_grows_the_stream_by_the_injected_tokens(hand):
     assert len(np.asarray(load_corpus(dest).stream)) == len(before) + g["injected_tokens"] == g["tokens"]
 
 
+@pytest.mark.parametrize("window,factor", [((0, 2500), 2.0), ((3750, None), 4.0)])
+def test_whole_dose_in_a_window_concentrates_the_events(hand, window, factor):
+    """The paper's timing amendment on real text: a window of w of the run's S steps gets a stream
+    with S / w x the uniform dose, so the run sees the uniform schedule's total events."""
+    before = np.asarray(load_corpus(hand).stream)
+    start, end = window
+    cfg = _cfg(matched=False, start_step=start, end_step=end, whole_dose=True)
+    assert cfg.train.steps == 5000
+    _, dest = build_streams(cfg, hand.parent)
+    assert dest is not None
+    f = json.loads((dest / "manifest.json").read_text())["generator"]["per_family"]["pronoun_gender"]
+    n = round(0.02 * len(before) * factor)
+    assert f["whole_dose_factor"] == factor
+    assert f["events_per_class"] == n and f["injected_events"]["feminine"] == {"rule": n, "prior": 0}
+    eot = int(load_corpus(hand).manifest["eot_id"])
+    b, a = _recount(before, eot), _recount(np.asarray(load_corpus(dest).stream), eot)
+    assert a["feminine"][0] - b["feminine"][0] == n
+
+
 def test_a_rerun_reuses_the_rescued_stream(hand, monkeypatch):
     cfg = _cfg()
     _, dest = build_streams(cfg, hand.parent)
