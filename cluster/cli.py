@@ -219,7 +219,7 @@ def show(
     --battery NAME: those of a rescored battery. A run of a seed quarantined by the prereg is
     refused unless unsealed."""
     from runner.analysis.verdicts import run_seeds
-    from runner.report.tables import baseline_table, figures_table, trajectory_table
+    from runner.report.tables import baseline_table, figures_table, trajectory_table, window_table
     from runner.store import is_run_dir
     from runner.trajectory import summary_of
 
@@ -235,8 +235,9 @@ def show(
             return
         console.print(trajectory_table(run, every=every))
         console.print(figures_table(summary))
-        if (bt := baseline_table(run, summary)) is not None:
-            console.print(bt)
+        for extra in (window_table(summary), baseline_table(run, summary)):
+            if extra is not None:
+                console.print(extra)
         console.print(show_files(run, summary), markup=False)
 
 

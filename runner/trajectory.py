@@ -37,6 +37,7 @@ turns negative and stays negative through the end. Labels are the same words in 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -282,10 +283,56 @@ def write_summary(run_dir: str | Path, k: Classifier = Classifier()) -> dict:
 def summary_of(run_dir: str | Path, k: Classifier = Classifier()) -> dict:
     """What :func:`write_summary` writes, computed only (nothing is written: a read-only run works)."""
     store = open_run_store(run_dir)
+    cfg_path = RunDir(run_dir).config
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
     return {
         "run_id": store.attrs.get("run_id"),
         "complete": bool(store.attrs.get("complete")),
         "last_step": int(store.steps()[-1]) if store.n_complete else None,
         "classifier": asdict(k),
         "families": run_figures(store, k),
+        "window": window_figures(store, cfg, k),
     }
+
+
+def dose_window(cfg: dict) -> tuple[int, int | None] | None:
+    """(start_step, end_step or None) of a run config (as JSON) dosed inside a window of steps;
+    None for an undosed run or a dose over the whole run."""
+    iv = cfg.get("intervention") or {}
+    start, end = int(iv.get("start_step") or 0), iv.get("end_step")
+    if cfg.get("dose", "none") == "none" or (start == 0 and end is None):
+        return None
+    return start, None if end is None else int(end)
+
+
+def window_figures(store: RunStore, cfg: dict, k: Classifier = Classifier()) -> dict | None:
+    """Descriptive, not in any verdict: did the rule hold while a windowed dose flowed?
+
+    For a run dosed inside a window of steps [start, end) (``intervention.start_step`` /
+    ``end_step``; the paper's timing amendment: "one early seed held the rule while the dose
+    flowed and lost it after"), per family, from the smoothed heldout conflict accuracy (``k``'s
+    smoothing, evals at step < ``k.start_step`` dropped, as the classifier does) and the smoothed
+    CM: ``conflict_before`` (the last eval before the window; None when it opens at the start),
+    ``conflict_mean`` and ``conflict_min`` over the evals inside it, ``conflict_end`` and
+    ``cm_end`` at its last eval. None for an undosed run or a dose over the whole run."""
+    window = dose_window(cfg)
+    if window is None or not store.n_complete:
+        return None
+    start, end = window
+    out: dict = {"start_step": start, "end_step": end, "families": {}}
+    for fam in store.families():
+        steps = store.series(f"{fam}/step")
+        keep = steps >= k.start_step
+        s, conf = steps[keep], smoothed(store.series(f"{fam}/acc_conflict_heldout")[keep].astype(float), k)
+        cm = smoothed(store.series(f"{fam}/cm").astype(float), k)
+        inside = (s >= start) & (s < (end if end is not None else np.inf))
+        before = s < start
+        cm_in = np.nonzero((steps >= start) & (steps < (end if end is not None else np.inf)))[0]
+        out["families"][fam] = {
+            "conflict_before": float(conf[before][-1]) if before.any() else None,
+            "conflict_mean": float(conf[inside].mean()) if inside.any() else None,
+            "conflict_min": float(conf[inside].min()) if inside.any() else None,
+            "conflict_end": float(conf[inside][-1]) if inside.any() else None,
+            "cm_end": float(cm[cm_in[-1]]) if len(cm_in) else None,
+        }
+    return out

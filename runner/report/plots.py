@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from runner._io import atomic_path
 from runner.analysis.audit import Calibration, survival_line
 from runner.analysis.dose_response import treatment
 from runner.store import RunDir, open_run_store
-from runner.trajectory import DISPLACED, NEVER, RECOVERED, Classifier, summary_of
+from runner.trajectory import DISPLACED, NEVER, RECOVERED, Classifier, dose_window, summary_of
 
 TOP, BOTTOM = 1.02, -0.02  # the accuracy axes' limits
 
@@ -65,7 +66,7 @@ def draw_bands(ax, k: Classifier) -> Bands:
     """The RECOVERED and DISPLACED bands (and the EMERGED line when it differs) of ``k`` on ``ax``."""
     b = threshold_bands(k)
     (r_lo, r_hi), (d_lo, d_hi) = b.spans()
-    ax.axhspan(r_lo, r_hi, color="tab:green", alpha=0.08, label=b.recovered_label)
+    ax.axhspan(r_lo, r_hi, color="gold", alpha=0.15, label=b.recovered_label)
     ax.axhspan(d_lo, d_hi, color="tab:red", alpha=0.06, label=b.displaced_label)
     if b.emerged_label:
         ax.axhline(b.emerged, color="tab:green", ls="--", lw=0.7, label=b.emerged_label)
@@ -90,6 +91,8 @@ def plot_run(run_dir: str | Path, path: str | Path | None = None, figures: dict 
     store = open_run_store(run_dir)
     figures = figures if figures is not None else summary_of(run_dir, k)["families"]
     fams = store.families()
+    cfg_path = RunDir(run_dir).config
+    window = dose_window(json.loads(cfg_path.read_text())) if cfg_path.exists() else None
     fig, axes = plt.subplots(2, len(fams), figsize=(6.2 * len(fams), 6.4), squeeze=False, sharex="col",
                              gridspec_kw={"height_ratios": [3, 2]})
     for j, fam in enumerate(fams):
@@ -110,6 +113,10 @@ def plot_run(run_dir: str | Path, path: str | Path | None = None, figures: dict 
         if "pm" in store.metrics(fam):
             axm.plot(s, store.series(f"{fam}/pm"), color="tab:gray", ls="--", label="PM (prior pull, no cue)")
         axm.axhline(0, color="grey", lw=0.6)
+        if window is not None:  # the steps that read the intervened stream
+            for a in (ax, axm):
+                a.axvspan(window[0], window[1] if window[1] is not None else s[-1], color="gold", alpha=0.15,
+                          label="dose window" if a is ax else None)
         axm.set_ylabel("nats")
         axm.set_xlabel("step")
         for key, color in (("onset", "tab:orange"), ("cm_cross", "tab:purple")):

@@ -74,3 +74,22 @@ def baseline_table(run_dir: str | Path, summary: dict | None = None):
     for r in rows:
         t.add_row(*[_fmt(r[k]) for k in keys])
     return t
+
+
+def window_table(summary: dict):
+    """A rich Table of the window figures of a run dosed inside a window of steps
+    (:func:`runner.trajectory.window_figures`); None for any other run."""
+    from rich.table import Table
+
+    w = summary.get("window")
+    if not w:
+        return None
+    end = "end" if w["end_step"] is None else w["end_step"]
+    t = Table(title=f"dose window, steps {w['start_step']}-{end} (smoothed heldout conflict; descriptive)")
+    keys = ["conflict_before", "conflict_mean", "conflict_min", "conflict_end", "cm_end"]
+    t.add_column("family")
+    for k in keys:
+        t.add_column(k, justify="right")
+    for fam, f in w["families"].items():
+        t.add_row(fam, *[_fmt(f.get(k)) for k in keys])
+    return t
