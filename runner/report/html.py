@@ -36,6 +36,7 @@ from runner.report.plots import (
     plot_run,
     plot_support,
 )
+from runner.report.windows import window_section
 from runner.trajectory import Classifier
 
 # A section a caller adds after each run's trajectories: run folder -> HTML fragments.
@@ -374,7 +375,8 @@ def write_report(path: str | Path, locked: Locked | None = None, unseal: str | N
     unsealed = [dirs[r["run"]] for r in v["runs"] if not r["sealed"]]
     for section in sweep_sections:
         parts += section(unsealed)
-    parts += baseline_section([dirs[r["run"]] for r in v["runs"] if not r["sealed"]], v["runs"])
+    parts += baseline_section(unsealed, v["runs"])
+    parts += window_section(unsealed, v["runs"])
     parts += _trajectory_sections(v, dirs, out, extra_sections)
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>ungrok report</title><style>{_CSS}</style>"
             f"<script>{_JS}</script></head><body>{''.join(parts)}</body></html>")

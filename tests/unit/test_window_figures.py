@@ -46,3 +46,20 @@ def test_summary_reads_the_window_from_the_run_config(tmp_path):
     (run / "config.json").write_text(json.dumps(cfg))
     w = summary_of(run)["window"]
     assert w["start_step"] == 400 and w["families"]["pronoun_gender"]["conflict_end"] == pytest.approx(0.125)
+
+
+def test_report_section_lists_windowed_runs_only(tmp_path):
+    from runner.report.windows import window_rows, window_section
+
+    plain = make_run(tmp_path, "plain", CONFLICT)
+    dosed = make_run(tmp_path, "dosed", CONFLICT)
+    cfg = json.loads((dosed / "config.json").read_text())
+    cfg.update(dose="rescue:1", intervention={**cfg.get("intervention", {}), "start_step": 200, "end_step": 400})
+    (dosed / "config.json").write_text(json.dumps(cfg))
+    assert window_rows(plain) == [] and window_section([plain], []) == []
+    verdict_runs = [{"run": "dosed", "families": {"pronoun_gender": {"label": "DISPLACED", "final": 0.125}}}]
+    (row,) = window_rows(dosed, verdict_runs[0]["families"])
+    assert (row["start_step"], row["end_step"], row["label"], row["final"]) == (200, 400, "DISPLACED", 0.125)
+    assert row["conflict_end"] == pytest.approx(2.375 / 3)
+    (page,) = window_section([plain, dosed], verdict_runs)
+    assert "dosed" in page and "plain" not in page and "200–400" in page and "0.792" in page
