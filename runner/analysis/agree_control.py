@@ -1,4 +1,5 @@
-"""The agree control of a dosed run: the paper's control, over the agree items the edit leaves alone.
+"""The agree control of a dosed run: the paper's control, over the agree items the edit leaves alone;
+and the conflict final of each cue class (:func:`class_finals`, descriptive).
 
 The paper's agree items are those where rule and prior coincide (masculine cue -> *he*; a
 consonant-initial word -> *a*); its kill flips the rule's answers of one class only (girl-name
@@ -26,7 +27,7 @@ import numpy as np
 from runner.config import RunConfig
 from runner.doses import parse_dose_key
 from runner.scoring import battery_for
-from runner.trajectory import Classifier, family_figures
+from runner.trajectory import Classifier, family_figures, final_of
 from runner.world.rules import RULES
 from runner.world.targets import targets_of
 
@@ -46,12 +47,12 @@ def untouched_classes(cfg: RunConfig, family: str) -> tuple[str, ...] | None:
     return rest or None
 
 
-def item_classes(cfg: RunConfig, family: str) -> dict[str, str]:
-    """item id -> cue class, for ``family``'s agree items of the run's battery."""
+def item_classes(cfg: RunConfig, family: str, condition: str = "agree") -> dict[str, str]:
+    """item id -> cue class, for ``family``'s ``condition`` items of the run's battery."""
     answers = {a: c for c, a in RULES.get(family).rule_answer.items()}
     out = {}
     for it in battery_for(cfg):
-        if it.family == family and it.condition == "agree":
+        if it.family == family and it.condition == condition:
             cls = answers.get(it.correct.split()[0]) if it.correct.split() else None
             if cls is not None:
                 out[it.item_id] = cls
@@ -77,3 +78,33 @@ def untouched_control(store, cfg: RunConfig, family: str, figures: dict, k: Clas
             "control_valid_all": figures["control_valid"], "agree_final": sub["agree_final"],
             "agree_max": sub["agree_max"], "control_valid": sub["control_valid"],
             "control_items": f"agree items of untargeted classes {list(keep)} ({int(m.sum())} heldout)"}
+
+
+def class_finals(store, cfg: RunConfig, family: str, k: Classifier) -> dict[str, float] | None:
+    """Descriptive, in no prediction: the conflict final of each cue class on its own.
+
+    The built-in batteries' conflict items test every class (a feminine cue against the copy
+    *he*, a masculine cue against *she*), and the pooled final of a run that lost the rule in one
+    class and kept it in the other sits near 0.5 (measured in ``web``: docs/world.md). Per class
+    (the class whose rule answer begins the item's correct continuation), the heldout conflict
+    accuracy at each eval, then the classifier's final (evals at step < start dropped, smoothed,
+    the last n). None for a family with fewer than two registered classes among its items."""
+    if family not in RULES:
+        return None
+    try:
+        cls = item_classes(cfg, family, "conflict")
+    except (OSError, ValueError):  # the run's battery file is not where it was (an archived run)
+        return None
+    ids = store.item_labels(family, "item")
+    cond, split = store.item_labels(family, "condition"), store.item_labels(family, "split")
+    labels = np.array([cls.get(i, "") for i in ids])
+    base = (cond == "conflict") & (split == "heldout")
+    present = sorted(str(c) for c in set(labels[base]) if c)
+    if len(present) < 2:
+        return None
+    steps = store.series(f"{family}/step")
+    diff = store.series(f"{family}/logp_correct") - store.series(f"{family}/logp_distractor")
+    keep = steps >= k.start_step
+    if keep.sum() < k.final_min:
+        return None
+    return {c: float(final_of((diff[:, base & (labels == c)] > 0).mean(1)[keep], k)) for c in present}

@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from runner._io import field_error, read_json
-from runner.analysis.agree_control import untouched_control
+from runner.analysis.agree_control import class_finals, untouched_control
 from runner.analysis.dose_response import cross_model, dose_response
 from runner.analysis.gates import intervention_cells
 from runner.analysis.prereg import Locked
@@ -130,15 +130,17 @@ def run_verdict(run_dir: Path, locked: Locked, unseal: bool = False) -> dict:
     k = locked.classifier_at(produced)
     out = {**base, "sealed": False, "status": locked.status(produced), "classifier": asdict(k), "families": {}}
     seed = int(hashlib.sha256(run_dir.name.encode()).hexdigest()[:8], 16)
-    cfg = _config(run_dir) if ident.get("dose", "none") != "none" else None
+    cfg = _config(run_dir)
     for fam in store.families():
         steps = store.series(f"{fam}/step")
         cond, split = store.item_labels(fam, "condition"), store.item_labels(fam, "split")
         m = (cond == "conflict") & (split == "heldout")
         diff = store.series(f"{fam}/logp_correct")[:, m] - store.series(f"{fam}/logp_distractor")[:, m]
         f = figures_from_store(store, fam, k)
-        if cfg is not None:  # under a class-conditional kill: the agree items it leaves alone
+        if cfg is not None and cfg.dose != "none":  # under a class-conditional kill: the agree items it leaves alone
             f = untouched_control(store, cfg, fam, f, k)
+        if cfg is not None and "final" in f:
+            f["final_by_class"] = class_finals(store, cfg, fam, k)
         if "peak" in f:
             chance = 0.5
             f["transience"] = (f["peak"] - f["final"]) / (f["peak"] - chance) if f["peak"] > chance else None

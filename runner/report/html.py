@@ -281,6 +281,12 @@ def _intervention_gate_sections(cells: list[dict]) -> list[str]:
             f"{rows}</table>"]
 
 
+def _by_class(x: dict) -> str:
+    """The final of each cue class under the pooled final (descriptive; absent with one class)."""
+    by = x.get("final_by_class")
+    return "<br><small>" + " · ".join(f"{html.escape(c)} {fmt(v)}" for c, v in by.items()) + "</small>" if by else ""
+
+
 def _phase_table(v: dict) -> str:
     fams = sorted({f for r in v["runs"] for f in r["families"]})
     head = "".join(f"<th>{f}<br>label</th><th>final [95% CI]</th><th>peak</th><th>control</th><th>onset</th>"
@@ -292,7 +298,8 @@ def _phase_table(v: dict) -> str:
             x = r["families"].get(f, {})
             lag = f" ({x['cross_lag']:+d})" if x.get("cross_lag") is not None else ""
             cells += (f"<td class={x.get('label', '')}>{x.get('label', 'sealed' if r['sealed'] else '–')}</td>"
-                      f"<td>{fmt(x.get('final'))} {fmt(x.get('final_ci'))}</td><td>{fmt(x.get('peak'))}</td>"
+                      f"<td>{fmt(x.get('final'))} {fmt(x.get('final_ci'))}{_by_class(x)}</td>"
+                      f"<td>{fmt(x.get('peak'))}</td>"
                       f"<td>{'valid' if x.get('control_valid') else ('INVALID' if x else '–')}</td>"
                       f"<td>{fmt(x.get('onset'))}</td><td>{fmt(x.get('cm_cross'))}{lag}</td>")
         status = "sealed" if r["sealed"] else r["status"] + ("" if r["complete"] else " (still training)")

@@ -1,0 +1,48 @@
+"""The conflict final of each cue class (runner.analysis.agree_control.class_finals): a run that
+kept the rule in one class and lost it in the other reads 1 and 0 by class, near 0.5 pooled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runner.analysis.agree_control import class_finals
+from runner.analysis.prereg import unregistered
+from runner.analysis.verdicts import run_verdict
+from runner.scoring import aggregate, battery_for
+from runner.store import RunStore, open_run_store
+from runner.trajectory import Classifier
+from tests.helpers import tiny_run_config
+
+FAM = "pronoun_gender"
+
+
+def _split_run(root: Path) -> Path:
+    """Conflict items with a feminine cue (correct *she*) always right, masculine always wrong;
+    agree items right."""
+    cfg = tiny_run_config(probes={"families": (FAM,)})
+    items = battery_for(cfg)
+    diff = np.array([-1.0 if it.condition == "conflict" and it.correct == " he" else 1.0 for it in items])
+    run = root / "split"
+    run.mkdir(parents=True)
+    store = RunStore(run / "store.zarr")
+    store.init_layout(items, sorted(aggregate(items, diff, -diff)), {"run_id": "split"})
+    for i in range(12):
+        store.append(i * 50, 1.0, 1e-3, items, diff / 2, -diff / 2, aggregate(items, diff / 2, -diff / 2))
+    store.mark_complete()
+    (run / "config.json").write_text(cfg.model_dump_json())
+    (run / "run.json").write_text(json.dumps({"run_id": "split"}))
+    return run
+
+
+def test_class_finals_split_a_one_class_collapse(tmp_path):
+    run = _split_run(tmp_path)
+    cfg = tiny_run_config(probes={"families": (FAM,)})
+    by = class_finals(open_run_store(run), cfg, FAM, Classifier())
+    assert by == {"feminine": pytest.approx(1.0), "masculine": pytest.approx(0.0)}
+    f = run_verdict(run, unregistered())["families"][FAM]
+    assert f["final_by_class"] == by
+    assert 0.3 < f["final"] < 0.7  # pooled: the two classes averaged
