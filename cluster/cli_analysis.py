@@ -81,13 +81,15 @@ def print_verdict(v: dict, title: str) -> None:
     from runner.analysis.dose_response import treatment
 
     t = Table(title=title)
-    for col in ("run", "status", "family", "label", "final", "final 95% CI", "control", "onset", "CM cross"):
+    for col in ("run", "status", "family", "label", "final", "by class", "final 95% CI", "control", "onset",
+                "CM cross"):
         t.add_column(col)
     for r in v["runs"]:
         if r["sealed"]:
-            t.add_row(r["run"], "sealed", "", "", "", "", "", "", "")
+            t.add_row(r["run"], "sealed", "", "", "", "", "", "", "", "")
         for fam, f in r["families"].items():
-            t.add_row(r["run"], r["status"], fam, f.get("label"), f"{f.get('final', float('nan')):.2f}",
+            by = " ".join(f"{c[:4]} {x:.2f}" for c, x in (f.get("final_by_class") or {}).items())
+            t.add_row(r["run"], r["status"], fam, f.get("label"), f"{f.get('final', float('nan')):.2f}", by,
                       str([round(x, 2) for x in f.get("final_ci", [])]),
                       "valid" if f.get("control_valid") else "INVALID",
                       str(f.get("onset")), str(f.get("cm_cross")))
