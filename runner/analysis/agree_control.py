@@ -80,15 +80,10 @@ def untouched_control(store, cfg: RunConfig, family: str, figures: dict, k: Clas
             "control_items": f"agree items of untargeted classes {list(keep)} ({int(m.sum())} heldout)"}
 
 
-def class_finals(store, cfg: RunConfig, family: str, k: Classifier) -> dict[str, float] | None:
-    """Descriptive, in no prediction: the conflict final of each cue class on its own.
-
-    The built-in batteries' conflict items test every class (a feminine cue against the copy
-    *he*, a masculine cue against *she*), and the pooled final of a run that lost the rule in one
-    class and kept it in the other sits near 0.5 (measured in ``web``: docs/world.md). Per class
-    (the class whose rule answer begins the item's correct continuation), the heldout conflict
-    accuracy at each eval, then the classifier's final (evals at step < start dropped, smoothed,
-    the last n). None for a family with fewer than two registered classes among its items."""
+def class_series(store, cfg: RunConfig, family: str) -> dict[str, np.ndarray] | None:
+    """Heldout conflict accuracy of each cue class at every eval (the class whose rule answer
+    begins the item's correct continuation; items regenerated from the run's config), or None for
+    a family with fewer than two registered classes among its items, or a battery not found."""
     if family not in RULES:
         return None
     try:
@@ -102,9 +97,21 @@ def class_finals(store, cfg: RunConfig, family: str, k: Classifier) -> dict[str,
     present = sorted(str(c) for c in set(labels[base]) if c)
     if len(present) < 2:
         return None
-    steps = store.series(f"{family}/step")
     diff = store.series(f"{family}/logp_correct") - store.series(f"{family}/logp_distractor")
+    return {c: (diff[:, base & (labels == c)] > 0).mean(1) for c in present}
+
+
+def class_finals(store, cfg: RunConfig, family: str, k: Classifier) -> dict[str, float] | None:
+    """Descriptive, in no prediction: the conflict final of each cue class on its own.
+
+    The built-in batteries' conflict items test every class (a feminine cue against the copy
+    *he*, a masculine cue against *she*), and the pooled final of a run that lost the rule in one
+    class and kept it in the other sits near 0.5 (measured in ``web``: docs/world.md). Per class
+    (:func:`class_series`), the classifier's final (evals at step < start dropped, smoothed, the
+    last n). None where :func:`class_series` is None or too few evals are scored."""
+    series = class_series(store, cfg, family)
+    steps = store.series(f"{family}/step")
     keep = steps >= k.start_step
-    if keep.sum() < k.final_min:
+    if series is None or keep.sum() < k.final_min:
         return None
-    return {c: float(final_of((diff[:, base & (labels == c)] > 0).mean(1)[keep], k)) for c in present}
+    return {c: float(final_of(acc[keep], k)) for c, acc in series.items()}

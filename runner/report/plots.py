@@ -73,6 +73,28 @@ def draw_bands(ax, k: Classifier) -> Bands:
     return b
 
 
+def _shade_window(ax, axm, window: tuple[int, int | None] | None, steps) -> None:
+    """Shade the steps that read the intervened stream (a run dosed inside a window)."""
+    if window is None:
+        return
+    for a in (ax, axm):
+        a.axvspan(window[0], window[1] if window[1] is not None else steps[-1], color="gold", alpha=0.15,
+                  label="dose window" if a is ax else None)
+
+
+def _class_curves(ax, store, cfg: dict, fam: str, steps) -> None:
+    """Each cue class's heldout conflict accuracy, thin dashed (a run may keep the rule in one
+    class and lose it in the other: the pooled curve then sits near 0.5)."""
+    from runner.analysis.agree_control import class_series
+    from runner.config import RunConfig
+
+    if not cfg:
+        return
+    series = class_series(store, RunConfig.model_validate(cfg), fam)
+    for (c, acc), color in zip((series or {}).items(), ("tab:pink", "tab:brown", "tab:olive", "tab:cyan")):
+        ax.plot(steps, acc, color=color, lw=0.9, ls="--", label=f"conflict (heldout, {c})")
+
+
 def plot_run(run_dir: str | Path, path: str | Path | None = None, figures: dict | None = None,
              classifier: Classifier | None = None) -> Path:
     """Two rows per family. Top: conflict and agree accuracy, train (thin) and heldout (thick),
@@ -92,7 +114,8 @@ def plot_run(run_dir: str | Path, path: str | Path | None = None, figures: dict 
     figures = figures if figures is not None else summary_of(run_dir, k)["families"]
     fams = store.families()
     cfg_path = RunDir(run_dir).config
-    window = dose_window(json.loads(cfg_path.read_text())) if cfg_path.exists() else None
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+    window = dose_window(cfg)
     fig, axes = plt.subplots(2, len(fams), figsize=(6.2 * len(fams), 6.4), squeeze=False, sharex="col",
                              gridspec_kw={"height_ratios": [3, 2]})
     for j, fam in enumerate(fams):
@@ -105,6 +128,7 @@ def plot_run(run_dir: str | Path, path: str | Path | None = None, figures: dict 
                 if f"acc_{cond}_{split}" in store.metrics(fam):
                     ax.plot(s, store.series(key), color=color, lw=lw, alpha=1.0 if lw > 1 else 0.5,
                             label=f"{cond} ({split})")
+        _class_curves(ax, store, cfg, fam, s)
         ax.set_ylim(BOTTOM, TOP)
         ax.set_ylabel("forced-choice accuracy")
         f = figures.get(fam, {})
@@ -113,10 +137,7 @@ def plot_run(run_dir: str | Path, path: str | Path | None = None, figures: dict 
         if "pm" in store.metrics(fam):
             axm.plot(s, store.series(f"{fam}/pm"), color="tab:gray", ls="--", label="PM (prior pull, no cue)")
         axm.axhline(0, color="grey", lw=0.6)
-        if window is not None:  # the steps that read the intervened stream
-            for a in (ax, axm):
-                a.axvspan(window[0], window[1] if window[1] is not None else s[-1], color="gold", alpha=0.15,
-                          label="dose window" if a is ax else None)
+        _shade_window(ax, axm, window, s)
         axm.set_ylabel("nats")
         axm.set_xlabel("step")
         for key, color in (("onset", "tab:orange"), ("cm_cross", "tab:purple")):
