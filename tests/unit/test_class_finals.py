@@ -46,3 +46,22 @@ def test_class_finals_split_a_one_class_collapse(tmp_path):
     f = run_verdict(run, unregistered())["families"][FAM]
     assert f["final_by_class"] == by
     assert 0.3 < f["final"] < 0.7  # pooled: the two classes averaged
+
+
+def test_the_run_plot_draws_each_class(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from runner.report.plots import _class_curves
+
+    run = _split_run(tmp_path)
+    store = open_run_store(run)
+    fig, ax = plt.subplots()
+    _class_curves(ax, store, json.loads((run / "config.json").read_text()), FAM, store.series(f"{FAM}/step"))
+    lines = {ln.get_label(): ln.get_ydata() for ln in ax.get_lines()}
+    plt.close(fig)
+    assert set(lines) == {"conflict (heldout, feminine)", "conflict (heldout, masculine)"}
+    assert np.all(lines["conflict (heldout, feminine)"] == 1.0)
+    assert np.all(lines["conflict (heldout, masculine)"] == 0.0)
