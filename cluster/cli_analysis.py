@@ -88,7 +88,8 @@ def print_verdict(v: dict, title: str) -> None:
         if r["sealed"]:
             t.add_row(r["run"], "sealed", "", "", "", "", "", "", "", "")
         for fam, f in r["families"].items():
-            by = " ".join(f"{c[:4]} {x:.2f}" for c, x in (f.get("final_by_class") or {}).items())
+            by = " ".join(f"{c[:4]} {x['final']:.2f}" for c, x in (f.get("by_class") or {}).items()
+                          if x.get("final") is not None)
             t.add_row(r["run"], r["status"], fam, f.get("label"), f"{f.get('final', float('nan')):.2f}", by,
                       str([round(x, 2) for x in f.get("final_ci", [])]),
                       "valid" if f.get("control_valid") else "INVALID",

@@ -1,5 +1,5 @@
 """The agree control of a dosed run: the paper's control, over the agree items the edit leaves alone;
-and the conflict final of each cue class (:func:`class_finals`, descriptive).
+and the classifier on each cue class alone (:func:`class_figures`, descriptive).
 
 The paper's agree items are those where rule and prior coincide (masculine cue -> *he*; a
 consonant-initial word -> *a*); its kill flips the rule's answers of one class only (girl-name
@@ -27,7 +27,7 @@ import numpy as np
 from runner.config import RunConfig
 from runner.doses import parse_dose_key
 from runner.scoring import battery_for
-from runner.trajectory import Classifier, family_figures, final_of
+from runner.trajectory import Classifier, family_figures
 from runner.world.rules import RULES
 from runner.world.targets import targets_of
 
@@ -80,10 +80,11 @@ def untouched_control(store, cfg: RunConfig, family: str, figures: dict, k: Clas
             "control_items": f"agree items of untargeted classes {list(keep)} ({int(m.sum())} heldout)"}
 
 
-def class_series(store, cfg: RunConfig, family: str) -> dict[str, np.ndarray] | None:
-    """Heldout conflict accuracy of each cue class at every eval (the class whose rule answer
-    begins the item's correct continuation; items regenerated from the run's config), or None for
-    a family with fewer than two registered classes among its items, or a battery not found."""
+def class_series(store, cfg: RunConfig, family: str) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """Per cue class, (heldout conflict accuracy, CM) at every eval over that class's heldout
+    conflict items (the class whose rule answer begins the item's correct continuation; items
+    regenerated from the run's config); None for a family with fewer than two registered classes
+    among its items, or a battery file not found."""
     if family not in RULES:
         return None
     try:
@@ -98,20 +99,28 @@ def class_series(store, cfg: RunConfig, family: str) -> dict[str, np.ndarray] | 
     if len(present) < 2:
         return None
     diff = store.series(f"{family}/logp_correct") - store.series(f"{family}/logp_distractor")
-    return {c: (diff[:, base & (labels == c)] > 0).mean(1) for c in present}
+    return {c: ((diff[:, base & (labels == c)] > 0).mean(1), diff[:, base & (labels == c)].mean(1)) for c in present}
 
 
-def class_finals(store, cfg: RunConfig, family: str, k: Classifier) -> dict[str, float] | None:
-    """Descriptive, in no prediction: the conflict final of each cue class on its own.
+CLASS_KEYS = ("label", "final", "peak", "onset", "cm_cross", "cross_lag", "cm_final")
+
+
+def class_figures(store, cfg: RunConfig, family: str, k: Classifier) -> dict[str, dict] | None:
+    """Descriptive, in no prediction: the classifier run on each cue class on its own.
 
     The built-in batteries' conflict items test every class (a feminine cue against the copy
-    *he*, a masculine cue against *she*), and the pooled final of a run that lost the rule in one
-    class and kept it in the other sits near 0.5 (measured in ``web``: docs/world.md). Per class
-    (:func:`class_series`), the classifier's final (evals at step < start dropped, smoothed, the
-    last n). None where :func:`class_series` is None or too few evals are scored."""
+    *he*, a masculine cue against *she*); a run that lost the rule in one class and kept it in
+    the other has a pooled final near 0.5, its pooled onset at the last step and its pooled CM
+    crossing wherever the two classes' margins net out (measured in ``web``: docs/world.md). Per
+    class (:func:`class_series`): :func:`runner.trajectory.family_figures` of that class's
+    conflict accuracy and CM (agree: the family's pooled heldout agree accuracy), keeping
+    ``CLASS_KEYS``. None where :func:`class_series` is None."""
     series = class_series(store, cfg, family)
-    steps = store.series(f"{family}/step")
-    keep = steps >= k.start_step
-    if series is None or keep.sum() < k.final_min:
+    if series is None:
         return None
-    return {c: float(final_of(acc[keep], k)) for c, acc in series.items()}
+    steps, agree = store.series(f"{family}/step"), store.series(f"{family}/acc_agree_heldout")
+    out = {}
+    for c, (acc, cm) in series.items():
+        f = family_figures(steps, acc, agree, cm, k)
+        out[c] = {key: f.get(key) for key in CLASS_KEYS}
+    return out

@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from runner._io import field_error, read_json
-from runner.analysis.agree_control import class_finals, untouched_control
+from runner.analysis.agree_control import class_figures, untouched_control
 from runner.analysis.dose_response import cross_model, dose_response
 from runner.analysis.gates import intervention_cells
 from runner.analysis.prereg import Locked
@@ -140,7 +140,7 @@ def run_verdict(run_dir: Path, locked: Locked, unseal: bool = False) -> dict:
         if cfg is not None and cfg.dose != "none":  # under a class-conditional kill: the agree items it leaves alone
             f = untouched_control(store, cfg, fam, f, k)
         if cfg is not None and "final" in f:
-            f["final_by_class"] = class_finals(store, cfg, fam, k)
+            f["by_class"] = class_figures(store, cfg, fam, k)
         if "peak" in f:
             chance = 0.5
             f["transience"] = (f["peak"] - f["final"]) / (f["peak"] - chance) if f["peak"] > chance else None

@@ -282,9 +282,10 @@ def _intervention_gate_sections(cells: list[dict]) -> list[str]:
 
 
 def _by_class(x: dict) -> str:
-    """The final of each cue class under the pooled final (descriptive; absent with one class)."""
-    by = x.get("final_by_class")
-    return "<br><small>" + " · ".join(f"{html.escape(c)} {fmt(v)}" for c, v in by.items()) + "</small>" if by else ""
+    """Each cue class's label and final under the pooled final (descriptive; absent with one class)."""
+    by = x.get("by_class")
+    return ("<br><small>" + " · ".join(f"{html.escape(c)} {f.get('label')} {fmt(f.get('final'))}"
+                                       for c, f in by.items()) + "</small>") if by else ""
 
 
 def _phase_table(v: dict) -> str:

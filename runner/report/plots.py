@@ -91,7 +91,7 @@ def _class_curves(ax, store, cfg: dict, fam: str, steps) -> None:
     if not cfg:
         return
     series = class_series(store, RunConfig.model_validate(cfg), fam)
-    for (c, acc), color in zip((series or {}).items(), ("tab:pink", "tab:brown", "tab:olive", "tab:cyan")):
+    for (c, (acc, _cm)), color in zip((series or {}).items(), ("tab:pink", "tab:brown", "tab:olive", "tab:cyan")):
         ax.plot(steps, acc, color=color, lw=0.9, ls="--", label=f"conflict (heldout, {c})")
 
 
