@@ -130,7 +130,7 @@ def run_verdict(run_dir: Path, locked: Locked, unseal: bool = False) -> dict:
     k = locked.classifier_at(produced)
     out = {**base, "sealed": False, "status": locked.status(produced), "classifier": asdict(k), "families": {}}
     seed = int(hashlib.sha256(run_dir.name.encode()).hexdigest()[:8], 16)
-    cfg = _config(run_dir)
+    cfg = _config(run_dir) if ident.get("kind") == "trained" else None  # a public series' config is not a RunConfig
     for fam in store.families():
         steps = store.series(f"{fam}/step")
         cond, split = store.item_labels(fam, "condition"), store.item_labels(fam, "split")

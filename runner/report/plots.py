@@ -85,12 +85,18 @@ def _shade_window(ax, axm, window: tuple[int, int | None] | None, steps) -> None
 def _class_curves(ax, store, cfg: dict, fam: str, steps) -> None:
     """Each cue class's heldout conflict accuracy, thin dashed (a run may keep the rule in one
     class and lose it in the other: the pooled curve then sits near 0.5)."""
+    from pydantic import ValidationError
+
     from runner.analysis.agree_control import class_series
     from runner.config import RunConfig
 
-    if not cfg:
+    if not cfg:  # no config.json: nothing to regenerate the items from
         return
-    series = class_series(store, RunConfig.model_validate(cfg), fam)
+    try:
+        run_cfg = RunConfig.model_validate(cfg)
+    except ValidationError:  # a public checkpoint series' config.json is not a RunConfig
+        return
+    series = class_series(store, run_cfg, fam)
     for (c, (acc, _cm)), color in zip((series or {}).items(), ("tab:pink", "tab:brown", "tab:olive", "tab:cyan")):
         ax.plot(steps, acc, color=color, lw=0.9, ls="--", label=f"conflict (heldout, {c})")
 
