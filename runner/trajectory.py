@@ -37,14 +37,13 @@ turns negative and stays negative through the end. Labels are the same words in 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from runner._io import write_json_atomic
+from runner._io import read_json, write_json_atomic
 from runner.store import RunDir, RunStore, open_run_store
 
 PAPER = "paper"
@@ -283,16 +282,20 @@ def write_summary(run_dir: str | Path, k: Classifier = Classifier()) -> dict:
 def summary_of(run_dir: str | Path, k: Classifier = Classifier()) -> dict:
     """What :func:`write_summary` writes, computed only (nothing is written: a read-only run works)."""
     store = open_run_store(run_dir)
-    cfg_path = RunDir(run_dir).config
-    cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
     return {
         "run_id": store.attrs.get("run_id"),
         "complete": bool(store.attrs.get("complete")),
         "last_step": int(store.steps()[-1]) if store.n_complete else None,
         "classifier": asdict(k),
         "families": run_figures(store, k),
-        "window": window_figures(store, cfg, k),
+        "window": window_figures(store, config_data(run_dir), k),
     }
+
+
+def config_data(run_dir: str | Path) -> dict:
+    """A run's ``config.json`` as JSON ({} for a folder without one, e.g. a public series)."""
+    path = RunDir(run_dir).config
+    return read_json(path) if path.exists() else {}
 
 
 def dose_window(cfg: dict) -> tuple[int, int | None] | None:
@@ -320,14 +323,16 @@ def window_figures(store: RunStore, cfg: dict, k: Classifier = Classifier()) -> 
         return None
     start, end = window
     out: dict = {"start_step": start, "end_step": end, "families": {}}
+
+    def inside_window(x: np.ndarray) -> np.ndarray:
+        return (x >= start) & (x < (end if end is not None else np.inf))
+
     for fam in store.families():
         steps = store.series(f"{fam}/step")
         keep = steps >= k.start_step
         s, conf = steps[keep], smoothed(store.series(f"{fam}/acc_conflict_heldout")[keep].astype(float), k)
         cm = smoothed(store.series(f"{fam}/cm").astype(float), k)
-        inside = (s >= start) & (s < (end if end is not None else np.inf))
-        before = s < start
-        cm_in = np.nonzero((steps >= start) & (steps < (end if end is not None else np.inf)))[0]
+        inside, before, cm_in = inside_window(s), s < start, np.nonzero(inside_window(steps))[0]
         out["families"][fam] = {
             "conflict_before": float(conf[before][-1]) if before.any() else None,
             "conflict_mean": float(conf[inside].mean()) if inside.any() else None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +9,7 @@ from runner._io import atomic_path
 from runner.analysis.audit import Calibration, survival_line
 from runner.analysis.dose_response import treatment
 from runner.store import RunDir, open_run_store
-from runner.trajectory import DISPLACED, NEVER, RECOVERED, Classifier, dose_window, summary_of
+from runner.trajectory import DISPLACED, NEVER, RECOVERED, Classifier, config_data, dose_window, summary_of
 
 TOP, BOTTOM = 1.02, -0.02  # the accuracy axes' limits
 
@@ -66,7 +65,7 @@ def draw_bands(ax, k: Classifier) -> Bands:
     """The RECOVERED and DISPLACED bands (and the EMERGED line when it differs) of ``k`` on ``ax``."""
     b = threshold_bands(k)
     (r_lo, r_hi), (d_lo, d_hi) = b.spans()
-    ax.axhspan(r_lo, r_hi, color="gold", alpha=0.15, label=b.recovered_label)
+    ax.axhspan(r_lo, r_hi, color="tab:green", alpha=0.08, label=b.recovered_label)
     ax.axhspan(d_lo, d_hi, color="tab:red", alpha=0.06, label=b.displaced_label)
     if b.emerged_label:
         ax.axhline(b.emerged, color="tab:green", ls="--", lw=0.7, label=b.emerged_label)
@@ -82,19 +81,28 @@ def _shade_window(ax, axm, window: tuple[int, int | None] | None, steps) -> None
                   label="dose window" if a is ax else None)
 
 
-def _class_curves(ax, store, cfg: dict, fam: str, steps) -> None:
-    """Each cue class's heldout conflict accuracy, thin dashed (a run may keep the rule in one
-    class and lose it in the other: the pooled curve then sits near 0.5)."""
+def _run_config(cfg: dict):
+    """``cfg`` (a run's config.json) as a RunConfig; None without one, or for a public checkpoint
+    series, whose config.json is not a RunConfig."""
     from pydantic import ValidationError
 
-    from runner.analysis.agree_control import class_series
     from runner.config import RunConfig
 
-    if not cfg:  # no config.json: nothing to regenerate the items from
-        return
+    if not cfg:
+        return None
     try:
-        run_cfg = RunConfig.model_validate(cfg)
-    except ValidationError:  # a public checkpoint series' config.json is not a RunConfig
+        return RunConfig.model_validate(cfg)
+    except ValidationError:
+        return None
+
+
+def _class_curves(ax, store, run_cfg, fam: str, steps) -> None:
+    """Each cue class's heldout conflict accuracy, thin dashed (a run may keep the rule in one
+    class and lose it in the other: the pooled curve then sits near 0.5); nothing without a
+    RunConfig to regenerate the items from."""
+    from runner.analysis.agree_control import class_series
+
+    if run_cfg is None:
         return
     series = class_series(store, run_cfg, fam)
     for (c, (acc, _cm)), color in zip((series or {}).items(), ("tab:pink", "tab:brown", "tab:olive", "tab:cyan")):
@@ -119,9 +127,8 @@ def plot_run(run_dir: str | Path, path: str | Path | None = None, figures: dict 
     store = open_run_store(run_dir)
     figures = figures if figures is not None else summary_of(run_dir, k)["families"]
     fams = store.families()
-    cfg_path = RunDir(run_dir).config
-    cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
-    window = dose_window(cfg)
+    cfg = config_data(run_dir)
+    window, run_cfg = dose_window(cfg), _run_config(cfg)
     fig, axes = plt.subplots(2, len(fams), figsize=(6.2 * len(fams), 6.4), squeeze=False, sharex="col",
                              gridspec_kw={"height_ratios": [3, 2]})
     for j, fam in enumerate(fams):
@@ -134,7 +141,7 @@ def plot_run(run_dir: str | Path, path: str | Path | None = None, figures: dict 
                 if f"acc_{cond}_{split}" in store.metrics(fam):
                     ax.plot(s, store.series(key), color=color, lw=lw, alpha=1.0 if lw > 1 else 0.5,
                             label=f"{cond} ({split})")
-        _class_curves(ax, store, cfg, fam, s)
+        _class_curves(ax, store, run_cfg, fam, s)
         ax.set_ylim(BOTTOM, TOP)
         ax.set_ylabel("forced-choice accuracy")
         f = figures.get(fam, {})

@@ -34,18 +34,23 @@ def trajectory_table(run_dir: str | Path, every: int = 1):
     return t
 
 
-def figures_table(summary: dict):
+def _family_table(title: str, keys: list[str], per_family: dict[str, dict]):
+    """A rich Table: one row per family, one right-aligned column per key of its figures."""
     from rich.table import Table
 
-    t = Table(title="figures (heldout; classifier constants in summary.json)")
-    keys = ["label", "peak", "peak_step", "final", "agree_final", "control_valid", "onset", "cm_cross",
-            "cross_lag", "cm_final", "margin_valid"]
+    t = Table(title=title)
     t.add_column("family")
     for k in keys:
         t.add_column(k, justify="right")
-    for fam, f in summary["families"].items():
+    for fam, f in per_family.items():
         t.add_row(fam, *[_fmt(f.get(k)) for k in keys])
     return t
+
+
+def figures_table(summary: dict):
+    keys = ["label", "peak", "peak_step", "final", "agree_final", "control_valid", "onset", "cm_cross",
+            "cross_lag", "cm_final", "margin_valid"]
+    return _family_table("figures (heldout; classifier constants in summary.json)", keys, summary["families"])
 
 
 def _fmt(v) -> str:
@@ -79,17 +84,10 @@ def baseline_table(run_dir: str | Path, summary: dict | None = None):
 def window_table(summary: dict):
     """A rich Table of the window figures of a run dosed inside a window of steps
     (:func:`runner.trajectory.window_figures`); None for any other run."""
-    from rich.table import Table
-
     w = summary.get("window")
     if not w:
         return None
     end = "end" if w["end_step"] is None else w["end_step"]
-    t = Table(title=f"dose window, steps {w['start_step']}-{end} (smoothed heldout conflict; descriptive)")
-    keys = ["conflict_before", "conflict_mean", "conflict_min", "conflict_end", "cm_end"]
-    t.add_column("family")
-    for k in keys:
-        t.add_column(k, justify="right")
-    for fam, f in w["families"].items():
-        t.add_row(fam, *[_fmt(f.get(k)) for k in keys])
-    return t
+    return _family_table(f"dose window, steps {w['start_step']}-{end} (smoothed heldout conflict; descriptive)",
+                         ["conflict_before", "conflict_mean", "conflict_min", "conflict_end", "cm_end"],
+                         w["families"])

@@ -11,17 +11,15 @@ verdict. The section is absent when no run has a window.
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
-from runner.store import RunDir, open_run_store
-from runner.trajectory import Classifier, dose_window, window_figures
+from runner.store import open_run_store
+from runner.trajectory import Classifier, config_data, dose_window, window_figures
 
 
 def window_rows(run_dir: str | Path, model_families: dict | None = None, k: Classifier = Classifier()) -> list[dict]:
     """Rows of one run (empty unless it was dosed inside a window), one per family."""
-    cfg_path = RunDir(run_dir).config
-    cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+    cfg = config_data(run_dir)
     if dose_window(cfg) is None:
         return []
     w = window_figures(open_run_store(run_dir), cfg, k)

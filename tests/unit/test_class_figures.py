@@ -62,12 +62,13 @@ def test_the_run_plot_draws_each_class(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from runner.report.plots import _class_curves
+    from runner.report.plots import _class_curves, _run_config
 
     run = _split_run(tmp_path)
     store = open_run_store(run)
     fig, ax = plt.subplots()
-    _class_curves(ax, store, json.loads((run / "config.json").read_text()), FAM, store.series(f"{FAM}/step"))
+    _class_curves(ax, store, _run_config(json.loads((run / "config.json").read_text())), FAM,
+                  store.series(f"{FAM}/step"))
     lines = {ln.get_label(): ln.get_ydata() for ln in ax.get_lines()}
     plt.close(fig)
     assert set(lines) == {"conflict (heldout, feminine)", "conflict (heldout, masculine)"}
