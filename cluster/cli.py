@@ -227,9 +227,12 @@ def show(
         raise UserError(f"{run} is not a run folder (no run.json); pass runs/<run-id>")
     if every < 1:
         raise UserError(f"--every {every}: show every Nth checkpoint, N >= 1")
-    check_quarantine(prereg, run_seeds([run]), unseal, "show")
     with scores_of(battery):
-        summary = summary_of(run)  # computed; --json writes nothing (a read-only archive works)
+        try:  # a damaged config.json (the seed and the dose window are read from it)
+            check_quarantine(prereg, run_seeds([run]), unseal, "show")
+            summary = summary_of(run)  # computed; --json writes nothing (a read-only archive works)
+        except ValueError as e:
+            raise UserError(str(e)) from None
         if as_json:
             print(json.dumps(summary, indent=2))
             return

@@ -132,3 +132,13 @@ def test_describe_prefers_the_librarys_own_message():
     except StoreDamaged as e:
         code, line = codes.describe(e)
     assert code == codes.FAILED and line.startswith("run r: array f/cm")
+
+
+def test_show_of_a_run_with_a_damaged_config_is_one_line(capsys, tmp_path):
+    from tests.unit.fake_runs import make_run
+
+    run = make_run(tmp_path, "r", [0.5, 1.0, 1.0, 1.0])
+    (run / "config.json").write_text('{"dose": "resc')  # cut short
+    rc, out = _run(capsys, ["show", str(run)])
+    assert rc != 0 and "config.json: not valid JSON" in out and "Traceback" not in out and "internal error" not in out
+    assert len(out.strip().splitlines()) == 1
