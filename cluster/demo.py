@@ -56,5 +56,5 @@ def run_demo(out: str | Path = "runs/demo", *, num_cpus: int | None = None, prog
     v = verdict(sweep_dir, locked)
     vj = out / "verdict.json"
     write_json_atomic(vj, json.loads(json.dumps(v, default=str)))
-    page = write_report([sweep_dir], locked, out_dir=out / "report", extra_sections=[report_section])
+    page = write_report([sweep_dir], locked, out_dir=out / "report", extra_sections=[report_section], computed=v)
     return {"sweep": res, "verdict": v, "verdict_json": vj, "report": page, "seconds": time.time() - t0}

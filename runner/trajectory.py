@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from runner._io import read_json, write_json_atomic
 from runner.store import RunDir, RunStore, open_run_store
@@ -92,15 +93,26 @@ class Classifier:
 
 
 def smooth(x: np.ndarray, window: int = 3, centred: bool = True) -> np.ndarray:
-    """Rolling mean of ``window`` values that shrinks at the ends. ``centred`` (the paper's): the
-    window around i (i-1..i+1 for 3; for an even window one more value before i, as pandas'
-    ``rolling(center=True)``); else trailing (i-window+1..i)."""
-    x = np.asarray(x, float)
-    out = np.empty(len(x))
+    """Rolling mean of ``window`` values that shrinks at the ends, along the last axis (a series,
+    or a stack of them: a bootstrap's rows). ``centred`` (the paper's): the window around i
+    (i-1..i+1 for 3; for an even window one more value before i, as pandas'
+    ``rolling(center=True)``); else trailing (i-window+1..i).
+
+    Every value is ``numpy.mean`` of its own window, as one loop over i would take it: the full
+    windows at once through a strided view of a C-ordered array (numpy then reduces each window
+    as it reduces a lone one; over another memory order it may sum in another order), the
+    shrunken ones at the ends one by one; tests check it against the loop bit for bit."""
+    x = np.ascontiguousarray(x, float)
+    n = x.shape[-1]
+    out = np.empty(x.shape)
     ahead = (window - 1) // 2 if centred else 0
-    for i in range(len(x)):
-        hi = i + ahead + 1
-        out[i] = x[max(0, hi - window):hi].mean()
+    lo, hi = window - 1 - ahead, n - 1 - ahead  # positions whose window is whole
+    if n >= window:
+        out[..., lo: hi + 1] = sliding_window_view(x, window, axis=-1).mean(axis=-1)
+    for i in range(n):
+        if n < window or not lo <= i <= hi:
+            end = i + ahead + 1
+            out[..., i] = x[..., max(0, end - window):end].mean(axis=-1)
     return out
 
 
@@ -122,21 +134,26 @@ def _final(x: np.ndarray, k: Classifier) -> tuple[float, float]:
     return float(w.mean()), float(w.max() - w.min())
 
 
-def final_of(x: np.ndarray, k: Classifier) -> float:
+def final_of(x: np.ndarray, k: Classifier):
     """The final of an accuracy series already restricted to steps >= start (what ``final``
-    reports for conflict): over smoothed values for the paper, raw ones for ``ungrok-0.1``."""
-    return _final(x if k.operators == UNGROK_0_1 else smoothed(x, k), k)[0]
+    reports for conflict): over smoothed values for the paper, raw ones for ``ungrok-0.1``.
+    A float for one series; for a stack of series (last axis: evals) one final per series
+    (C-ordered first: each row's mean is then summed as that row's alone would be)."""
+    x = np.ascontiguousarray(x, float)
+    w = (x if k.operators == UNGROK_0_1 else smoothed(x, k))[..., -n_final(x.shape[-1], k):].mean(axis=-1)
+    return float(w) if w.ndim == 0 else w
 
 
-def cm_final_of(steps: np.ndarray, cm: np.ndarray, k: Classifier) -> float:
+def cm_final_of(steps: np.ndarray, cm: np.ndarray, k: Classifier):
     """CM final of a whole CM series (all evals): the mean of the last max(final_min,
     floor(final_frac x N)) smoothed values (paper), or of the raw values at steps >= start
-    (``ungrok-0.1``)."""
-    cm = np.asarray(cm, float)
+    (``ungrok-0.1``). A float for one series, one per series for a stack (last axis: evals)."""
+    cm = np.ascontiguousarray(cm, float)
     if k.operators == UNGROK_0_1:
-        return _final(cm[np.asarray(steps) >= k.start_step], k)[0]
-    n = max(k.final_min, int(math.floor(k.final_frac * len(cm) + 1e-9)))
-    return float(smoothed(cm, k)[-n:].mean())
+        return final_of(cm[..., np.asarray(steps) >= k.start_step], k)  # final_of re-orders the copy
+    n = max(k.final_min, int(math.floor(k.final_frac * cm.shape[-1] + 1e-9)))
+    w = smoothed(cm, k)[..., -n:].mean(axis=-1)
+    return float(w) if w.ndim == 0 else w
 
 
 def crossing_within(cross: int | None, onset: int | None, lo: float = 0.5, hi: float = 2.0) -> bool | None:

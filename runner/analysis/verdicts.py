@@ -85,9 +85,9 @@ def bootstrap_ci(steps, correct: np.ndarray, diff: np.ndarray, k: Classifier, se
     counts = rng.multinomial(n_items, np.full(n_items, 1 / n_items), size=n_boot)  # (boot, item)
     acc = counts @ correct.T / n_items  # (boot, step)
     cm = counts @ diff.T / n_items
-    peaks = np.array([smoothed(a, k).max() for a in acc])
-    finals = np.array([final_of(a, k) for a in acc])
-    cm_finals = np.array([cm_final_of(steps, c, k) for c in cm])
+    peaks = smoothed(acc, k).max(axis=1)  # each resample's series at once (figures as one by one)
+    finals = final_of(acc, k)
+    cm_finals = cm_final_of(steps, cm, k)
     q = lambda x: [float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))]  # noqa: E731
     return {"peak_ci": q(peaks), "final_ci": q(finals), "cm_final_ci": q(cm_finals), "n_boot": n_boot}
 

@@ -350,7 +350,7 @@ def _trajectory_sections(v: dict, dirs: dict[str, Path], out: Path, extra_sectio
 
 def write_report(path: str | Path, locked: Locked | None = None, unseal: str | None = None,
                  out_dir: str | Path | None = None, extra_sections: Sequence[RunSection] = (),
-                 sweep_sections: Sequence[SweepSection] = ()) -> Path:
+                 sweep_sections: Sequence[SweepSection] = (), computed: dict | None = None) -> Path:
     """Compute the verdict and write ``<out_dir>/index.html`` (default ``<path>/report``); ``path``
     may be a list of paths reported together.
 
@@ -358,9 +358,10 @@ def write_report(path: str | Path, locked: Locked | None = None, unseal: str | N
     run's trajectories (e.g. ``mech.plots.report_section``, the run's localization); embed images
     with :func:`embed_png`. ``sweep_sections``: callables ``[run folder, ...] -> [HTML fragment, ...]``
     given every unsealed run once, shown before the trajectories (e.g.
-    ``mech.appendix_report.compare_section``, runs side by side)."""
+    ``mech.appendix_report.compare_section``, runs side by side). ``computed``: the verdict of
+    the same ``path`` and ``locked`` a caller already holds (``ungrok demo``), used as it is."""
     locked = locked or unregistered()
-    v = verdict(path, locked, unseal, command="report")
+    v = computed if computed is not None else verdict(path, locked, unseal, command="report")
     paths = list(path) if isinstance(path, (list, tuple)) else [path]
     out = Path(out_dir) if out_dir else Path(paths[0]) / "report"
     out.mkdir(parents=True, exist_ok=True)
