@@ -47,16 +47,24 @@ def untouched_classes(cfg: RunConfig, family: str) -> tuple[str, ...] | None:
     return rest or None
 
 
+_CLASSES: dict[tuple[str, str, str], dict[str, str]] = {}
+
+
 def item_classes(cfg: RunConfig, family: str, condition: str = "agree") -> dict[str, str]:
-    """item id -> cue class, for ``family``'s ``condition`` items of the run's battery."""
-    answers = {a: c for c, a in RULES.get(family).rule_answer.items()}
-    out = {}
-    for it in battery_for(cfg):
-        if it.family == family and it.condition == condition:
-            cls = answers.get(it.correct.split()[0]) if it.correct.split() else None
-            if cls is not None:
-                out[it.item_id] = cls
-    return out
+    """item id -> cue class, for ``family``'s ``condition`` items of the run's battery. The battery
+    is regenerated from ``cfg.probes`` once per process (a verdict over a sweep asks for the same
+    one for every run; ~0.1 s each)."""
+    key = (cfg.probes.model_dump_json(), family, condition)
+    if key not in _CLASSES:
+        answers = {a: c for c, a in RULES.get(family).rule_answer.items()}
+        out = {}
+        for it in battery_for(cfg):
+            if it.family == family and it.condition == condition:
+                cls = answers.get(it.correct.split()[0]) if it.correct.split() else None
+                if cls is not None:
+                    out[it.item_id] = cls
+        _CLASSES[key] = out
+    return dict(_CLASSES[key])
 
 
 def untouched_control(store, cfg: RunConfig, family: str, figures: dict, k: Classifier) -> dict:
@@ -80,11 +88,13 @@ def untouched_control(store, cfg: RunConfig, family: str, figures: dict, k: Clas
             "control_items": f"agree items of untargeted classes {list(keep)} ({int(m.sum())} heldout)"}
 
 
-def class_series(store, cfg: RunConfig, family: str) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+def class_series(store, cfg: RunConfig, family: str,
+                 diff: np.ndarray | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
     """Per cue class, (heldout conflict accuracy, CM) at every eval over that class's heldout
     conflict items (the class whose rule answer begins the item's correct continuation; items
     regenerated from the run's config); None for a family with fewer than two registered classes
-    among its items, or a battery file not found."""
+    among its items, or a battery file not found. ``diff``: the family's stored log p(correct) -
+    log p(distractor), (eval, item), when the caller has read it already."""
     if family not in RULES:
         return None
     try:
@@ -98,14 +108,16 @@ def class_series(store, cfg: RunConfig, family: str) -> dict[str, tuple[np.ndarr
     present = sorted(str(c) for c in set(labels[base]) if c)
     if len(present) < 2:
         return None
-    diff = store.series(f"{family}/logp_correct") - store.series(f"{family}/logp_distractor")
+    if diff is None:
+        diff = store.series(f"{family}/logp_correct") - store.series(f"{family}/logp_distractor")
     return {c: ((diff[:, base & (labels == c)] > 0).mean(1), diff[:, base & (labels == c)].mean(1)) for c in present}
 
 
 CLASS_KEYS = ("label", "final", "peak", "onset", "cm_cross", "cross_lag", "cm_final")
 
 
-def class_figures(store, cfg: RunConfig, family: str, k: Classifier) -> dict[str, dict] | None:
+def class_figures(store, cfg: RunConfig, family: str, k: Classifier,
+                  diff: np.ndarray | None = None) -> dict[str, dict] | None:
     """Descriptive, in no prediction: the classifier run on each cue class on its own.
 
     The built-in batteries' conflict items test every class (a feminine cue against the copy
@@ -114,8 +126,8 @@ def class_figures(store, cfg: RunConfig, family: str, k: Classifier) -> dict[str
     crossing wherever the two classes' margins net out (measured in ``web``: docs/world.md). Per
     class (:func:`class_series`): :func:`runner.trajectory.family_figures` of that class's
     conflict accuracy and CM (agree: the family's pooled heldout agree accuracy), keeping
-    ``CLASS_KEYS``. None where :func:`class_series` is None."""
-    series = class_series(store, cfg, family)
+    ``CLASS_KEYS``. None where :func:`class_series` is None (``diff`` as there)."""
+    series = class_series(store, cfg, family, diff)
     if series is None:
         return None
     steps, agree = store.series(f"{family}/step"), store.series(f"{family}/acc_agree_heldout")

@@ -135,12 +135,13 @@ def run_verdict(run_dir: Path, locked: Locked, unseal: bool = False) -> dict:
         steps = store.series(f"{fam}/step")
         cond, split = store.item_labels(fam, "condition"), store.item_labels(fam, "split")
         m = (cond == "conflict") & (split == "heldout")
-        diff = store.series(f"{fam}/logp_correct")[:, m] - store.series(f"{fam}/logp_distractor")[:, m]
+        every = store.series(f"{fam}/logp_correct") - store.series(f"{fam}/logp_distractor")  # (eval, item)
+        diff = every[:, m]
         f = figures_from_store(store, fam, k)
         if cfg is not None and cfg.dose != "none":  # under a class-conditional kill: the agree items it leaves alone
             f = untouched_control(store, cfg, fam, f, k)
         if cfg is not None and "final" in f:
-            f["by_class"] = class_figures(store, cfg, fam, k)
+            f["by_class"] = class_figures(store, cfg, fam, k, every)
         if "peak" in f:
             chance = 0.5
             f["transience"] = (f["peak"] - f["final"]) / (f["peak"] - chance) if f["peak"] > chance else None

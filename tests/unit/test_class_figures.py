@@ -74,3 +74,15 @@ def test_the_run_plot_draws_each_class(tmp_path):
     assert set(lines) == {"conflict (heldout, feminine)", "conflict (heldout, masculine)"}
     assert np.all(lines["conflict (heldout, feminine)"] == 1.0)
     assert np.asarray(lines["conflict (heldout, masculine)"]).tolist() == [1.0] * 6 + [0.0] * 6
+
+
+def test_item_classes_cache_hands_out_copies():
+    from runner.analysis import agree_control
+
+    cfg = tiny_run_config(probes={"families": (FAM,)})
+    first = agree_control.item_classes(cfg, FAM, "conflict")
+    assert set(first.values()) == {"feminine", "masculine"}
+    first.clear()  # a caller's edit must not reach the next caller
+    again = agree_control.item_classes(cfg, FAM, "conflict")
+    assert again and again == {it.item_id: ("feminine" if it.correct == " she" else "masculine")
+                               for it in battery_for(cfg) if it.family == FAM and it.condition == "conflict"}
