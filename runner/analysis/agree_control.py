@@ -108,9 +108,8 @@ def class_series(store, cfg: RunConfig, family: str,
     present = sorted(str(c) for c in set(labels[base]) if c)
     if len(present) < 2:
         return None
-    if diff is None:
-        diff = store.series(f"{family}/logp_correct") - store.series(f"{family}/logp_distractor")
-    return {c: ((diff[:, base & (labels == c)] > 0).mean(1), diff[:, base & (labels == c)].mean(1)) for c in present}
+    d = store.series(f"{family}/logp_correct") - store.series(f"{family}/logp_distractor") if diff is None else diff
+    return {c: ((d[:, base & (labels == c)] > 0).mean(1), d[:, base & (labels == c)].mean(1)) for c in present}
 
 
 CLASS_KEYS = ("label", "final", "peak", "onset", "cm_cross", "cross_lag", "cm_final")
