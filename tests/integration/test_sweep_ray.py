@@ -99,7 +99,10 @@ def _free_port():
 
 
 def _env():
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    """The environment of the `ray` and `ungrok` commands: this interpreter's scripts first on PATH
+    (so the test finds them when pytest runs as `.venv/bin/python -m pytest`, venv not activated)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO),
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "RAY_ADDRESS"):
         env.pop(k, None)
     return env
