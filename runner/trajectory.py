@@ -134,14 +134,19 @@ def _final(x: np.ndarray, k: Classifier) -> tuple[float, float]:
     return float(w.mean()), float(w.max() - w.min())
 
 
+def _mean_last(x: np.ndarray, n: int):
+    """Mean of the last ``n`` values along the last axis: a float for one series, one per row of a
+    stack (``x`` C-ordered: each row's mean is then summed as that row's alone would be)."""
+    w = x[..., -n:].mean(axis=-1)
+    return float(w) if w.ndim == 0 else w
+
+
 def final_of(x: np.ndarray, k: Classifier):
     """The final of an accuracy series already restricted to steps >= start (what ``final``
     reports for conflict): over smoothed values for the paper, raw ones for ``ungrok-0.1``.
-    A float for one series; for a stack of series (last axis: evals) one final per series
-    (C-ordered first: each row's mean is then summed as that row's alone would be)."""
+    A float for one series; for a stack of series (last axis: evals) one final per series."""
     x = np.ascontiguousarray(x, float)
-    w = (x if k.operators == UNGROK_0_1 else smoothed(x, k))[..., -n_final(x.shape[-1], k):].mean(axis=-1)
-    return float(w) if w.ndim == 0 else w
+    return _mean_last(x if k.operators == UNGROK_0_1 else smoothed(x, k), n_final(x.shape[-1], k))
 
 
 def cm_final_of(steps: np.ndarray, cm: np.ndarray, k: Classifier):
@@ -152,8 +157,7 @@ def cm_final_of(steps: np.ndarray, cm: np.ndarray, k: Classifier):
     if k.operators == UNGROK_0_1:
         return final_of(cm[..., np.asarray(steps) >= k.start_step], k)  # final_of re-orders the copy
     n = max(k.final_min, int(math.floor(k.final_frac * cm.shape[-1] + 1e-9)))
-    w = smoothed(cm, k)[..., -n:].mean(axis=-1)
-    return float(w) if w.ndim == 0 else w
+    return _mean_last(smoothed(cm, k), n)
 
 
 def crossing_within(cross: int | None, onset: int | None, lo: float = 0.5, hi: float = 2.0) -> bool | None:

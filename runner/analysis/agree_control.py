@@ -67,9 +67,17 @@ def item_classes(cfg: RunConfig, family: str, condition: str = "agree") -> dict[
     return dict(_CLASSES[key])
 
 
-def untouched_control(store, cfg: RunConfig, family: str, figures: dict, k: Classifier) -> dict:
+def logp_diff(store, family: str) -> np.ndarray:
+    """The family's stored log p(correct) - log p(distractor), (eval, item): read once by a
+    verdict and handed to :func:`untouched_control` and :func:`class_figures`."""
+    return store.series(f"{family}/logp_correct") - store.series(f"{family}/logp_distractor")
+
+
+def untouched_control(store, cfg: RunConfig, family: str, figures: dict, k: Classifier,
+                      diff: np.ndarray | None = None) -> dict:
     """``figures`` with the control recomputed over the untouched agree items (see the module
-    docstring), or unchanged when the pooled control applies or no such item is stored."""
+    docstring), or unchanged when the pooled control applies or no such item is stored
+    (``diff``: :func:`logp_diff`, when the caller has it)."""
     keep = untouched_classes(cfg, family)
     if keep is None or "agree_final" not in figures:
         return figures
@@ -80,8 +88,8 @@ def untouched_control(store, cfg: RunConfig, family: str, figures: dict, k: Clas
     if not m.any():
         return figures
     steps = store.series(f"{family}/step")
-    diff = store.series(f"{family}/logp_correct")[:, m] - store.series(f"{family}/logp_distractor")[:, m]
-    sub = family_figures(steps, store.series(f"{family}/acc_conflict_heldout"), (diff > 0).mean(1), None, k)
+    d = (logp_diff(store, family) if diff is None else diff)[:, m]
+    sub = family_figures(steps, store.series(f"{family}/acc_conflict_heldout"), (d > 0).mean(1), None, k)
     return {**figures, "agree_final_all": figures["agree_final"], "agree_max_all": figures.get("agree_max"),
             "control_valid_all": figures["control_valid"], "agree_final": sub["agree_final"],
             "agree_max": sub["agree_max"], "control_valid": sub["control_valid"],
@@ -93,8 +101,7 @@ def class_series(store, cfg: RunConfig, family: str,
     """Per cue class, (heldout conflict accuracy, CM) at every eval over that class's heldout
     conflict items (the class whose rule answer begins the item's correct continuation; items
     regenerated from the run's config); None for a family with fewer than two registered classes
-    among its items, or a battery file not found. ``diff``: the family's stored log p(correct) -
-    log p(distractor), (eval, item), when the caller has read it already."""
+    among its items, or a battery file not found. ``diff``: :func:`logp_diff`, when the caller has it."""
     if family not in RULES:
         return None
     try:
@@ -108,7 +115,7 @@ def class_series(store, cfg: RunConfig, family: str,
     present = sorted(str(c) for c in set(labels[base]) if c)
     if len(present) < 2:
         return None
-    d = store.series(f"{family}/logp_correct") - store.series(f"{family}/logp_distractor") if diff is None else diff
+    d = logp_diff(store, family) if diff is None else diff
     return {c: ((d[:, base & (labels == c)] > 0).mean(1), d[:, base & (labels == c)].mean(1)) for c in present}
 
 

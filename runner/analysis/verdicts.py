@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from runner._io import field_error, read_json
-from runner.analysis.agree_control import class_figures, untouched_control
+from runner.analysis.agree_control import class_figures, logp_diff, untouched_control
 from runner.analysis.dose_response import cross_model, dose_response
 from runner.analysis.gates import intervention_cells
 from runner.analysis.prereg import Locked
@@ -135,11 +135,11 @@ def run_verdict(run_dir: Path, locked: Locked, unseal: bool = False) -> dict:
         steps = store.series(f"{fam}/step")
         cond, split = store.item_labels(fam, "condition"), store.item_labels(fam, "split")
         m = (cond == "conflict") & (split == "heldout")
-        every = store.series(f"{fam}/logp_correct") - store.series(f"{fam}/logp_distractor")  # (eval, item)
+        every = logp_diff(store, fam)  # (eval, item), read once for every figure below
         diff = every[:, m]
         f = figures_from_store(store, fam, k)
         if cfg is not None and cfg.dose != "none":  # under a class-conditional kill: the agree items it leaves alone
-            f = untouched_control(store, cfg, fam, f, k)
+            f = untouched_control(store, cfg, fam, f, k, every)
         if cfg is not None and "final" in f:
             f["by_class"] = class_figures(store, cfg, fam, k, every)
         if "peak" in f:
