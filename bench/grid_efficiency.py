@@ -7,8 +7,12 @@ phase inside one (``cluster.fixed_cost``: imports of torch / ungrok's trainer / 
 model library's import on the first model build, the process group, the corpus (stream) load,
 the DeepSpeed engine).
 
-``--executor ray``: the grid on a local Ray, plus the round trip of an empty task in a fresh
-worker process (max_calls=1, what every cell pays), added to the phases.
+``--executor ray``: the grid on a local Ray (its CPU cells in forks of the node's warm server,
+``cluster.zygote``; the server's start, once per sweep, in the wall), the round trip of an empty
+task in a fresh worker process (max_calls=1, what every cell pays), and the fixed cost both ways
+in the same run: in a fork of a warm server, timed from the driver's submit (median of 3 fresh
+tasks), and in the fresh worker itself (what a GPU cell still pays; the empty-task round trip
+added to its phases).
 ``--executor processes`` (``ungrok sweep --executor processes``): the grid in local process
 pools whose CPU workers are forks of a warm forkserver (``cluster.preload``); the fixed cost is
 measured from the driver's submit to the end of engine init, inside a forked worker (median of 3,
@@ -99,18 +103,51 @@ def measure_ray(seeds: int = 4, steps: int = 300) -> list[dict]:
                 ray.get(ray.remote(max_calls=1)(_noop).remote())
                 fresh.append(time.time() - t)
             cell = load_grid(spec).cells()[0].config.model_dump_json()
-            fixed = ray.get(ray.remote(max_calls=1)(fixed_cost).remote(cell, str(Path(tmp) / "sw" / "corpora")))
+            corpora = str(Path(tmp) / "sw" / "corpora")
+            fixed = ray.get(ray.remote(max_calls=1)(fixed_cost).remote(cell, corpora))
+            warm = _ray_warm_fixed(cell, corpora)
             res = run_sweep(spec, Path(tmp) / "sw", progress=False)
         finally:
             ray.shutdown()
     cond = f"local Ray, {workers} workers, {seeds} cells x {steps} steps (d32 model), 1 CPU per cell"
+    cold = statistics.median(fresh) + sum(fixed["phases"].values())
+    warm_s = sum(warm["phases"].values())
     return _grid_rows(res, cond) + [
         {"figure": "Ray empty task in a fresh worker, median (s)", "value": f"{statistics.median(fresh):.2f}",
          "conditions": f"max_calls=1, what every cell pays once; first task (worker start) {t_first:.2f} s"},
-        {"figure": "per-cell fixed cost: fresh worker to first training step (s)",
-         "value": f"{statistics.median(fresh) + sum(fixed['phases'].values()):.2f}",
-         "conditions": f"empty-task round trip + {_phases(fixed)}"},
+        {"figure": "per-cell fixed cost, cell in a fork of the node's warm server (s)", "value": f"{warm_s:.2f}",
+         "conditions": f"what a sweep's CPU cell pays (cluster.zygote), median of 3 fresh tasks: {_phases(warm)}; "
+                       f"forked: {warm['forked']}"},
+        {"figure": "per-cell fixed cost, cell in the fresh worker itself (s)", "value": f"{cold:.2f}",
+         "conditions": f"same run; what a cell paid before (and a GPU cell pays): empty-task round trip + "
+                       f"{_phases(fixed)}; warm / in-worker: {warm_s / cold:.2f}"},
     ]
+
+
+def _ray_warm_fixed(cell: str, corpora: str, n: int = 3) -> dict:
+    """``cluster.fixed_cost`` in a fork of this node's warm server (:mod:`cluster.zygote`), from a
+    fresh Ray task each time, timed from the driver's submit; the median of ``n`` by total."""
+    import uuid
+
+    import ray
+
+    from cluster.zygote import call_warm, ready_servers, start_zygotes
+
+    addresses, actors = start_zygotes(uuid.uuid4().hex)
+    try:
+        address = ready_servers(addresses, actors).get(ray.get_runtime_context().get_node_id())
+
+        def task(submitted: float) -> dict | None:
+            return call_warm(address, "cluster.fixed_cost:fixed_cost", [cell, corpora, submitted])
+
+        runs = [ray.get(ray.remote(max_calls=1)(task).remote(time.time())) for _ in range(n)]
+    finally:
+        for a in actors:
+            ray.kill(a)
+    done = [r for r in runs if r is not None]
+    if len(done) < n:
+        raise RuntimeError("no warm server answered on this node")
+    return sorted(done, key=lambda r: sum(r["phases"].values()))[n // 2]
 
 
 def _fixed_in_pool(ctx, cell: str, corpora: str) -> dict:

@@ -17,9 +17,10 @@ from runner._io import hold_folder, utcnow
 from runner._progress import PREFIX, fmt_seconds
 
 
-def train_cell(cfg_json: str, sweep_dir: str, node_id: str) -> dict:
+def train_cell(cfg_json: str, sweep_dir: str, node_id: str, start: str = "in-process") -> dict:
     """Train (or resume) one cell of a sweep folder; append this attempt (node id, pid, start
-    time) to the run's ``attempts.jsonl`` first, so a killed attempt is still on record.
+    time, and how its process started: ``start``) to the run's ``attempts.jsonl`` first, so a
+    killed attempt is still on record.
 
     The run folder is held (``runner._io.hold_folder``) while it trains: a second worker on the
     same cell fails at once instead of writing beside it. Returns the attempt with ``run_id`` and
@@ -33,7 +34,7 @@ def train_cell(cfg_json: str, sweep_dir: str, node_id: str) -> dict:
     sweep = Path(sweep_dir)
     run_dir = sweep / "runs" / cfg.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    attempt = {"node_id": node_id, "pid": os.getpid(), "started_utc": utcnow("seconds")}
+    attempt = {"node_id": node_id, "pid": os.getpid(), "started_utc": utcnow("seconds"), "start": start}
     with open(run_dir / "attempts.jsonl", "a") as f:
         f.write(json.dumps(attempt) + "\n")
     t0 = time.time()

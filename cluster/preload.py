@@ -85,9 +85,14 @@ def _threads() -> list[str]:
 
 
 def _warm(parent: int) -> None:
-    """The server's preload (see the module docstring): parent-death signal, CUDA check, the
-    imports with their output discarded, and :data:`REPORT`."""
+    """The server's preload (see the module docstring): parent-death signal, then :func:`preload`."""
     _arm_parent_death(parent)
+    preload()
+
+
+def preload() -> None:
+    """CUDA check, the imports of :data:`MODULES` with their output discarded, and :data:`REPORT`
+    (also the preload of :mod:`cluster.zygote`'s per-node server)."""
     if "torch" in sys.modules or os.environ.get("CUDA_VISIBLE_DEVICES") != "":
         REPORT.update(pid=os.getpid(), warm=False)
         return

@@ -9,10 +9,12 @@ Layout of a sweep folder (a shared filesystem path when the cluster has several 
                              metadata is consolidated by the driver once every writer has finished
 
 Each cell runs in a fresh worker process (``max_calls=1``: DeepSpeed's process group and its
-port die with the process); the driver holds no weights. A worker killed mid-run is retried by
-Ray (``resources.max_retries``) and the retry resumes from the run's last DeepSpeed checkpoint. An
-application error is recorded per cell with its traceback and reported, never swallowed. Running
-the same sweep again skips complete cells and resumes unfinished ones.
+port die with the process); a CPU cell trains in a fork of its node's warm server, made for the
+task (:mod:`cluster.zygote`: no import paid per cell); the driver holds no weights. A worker
+killed mid-run is retried by Ray (``resources.max_retries``) and the retry resumes from the
+run's last DeepSpeed checkpoint. An application error is recorded per cell with its traceback
+and reported, never swallowed. Running the same sweep again skips complete cells and resumes
+unfinished ones.
 
 A run has the shape of a trainer with callbacks: :func:`~cluster.sweep_plan.plan_sweep` (pure,
 no Ray) says what to do; :func:`run_cells` builds the streams, submits and waits, calling the
@@ -50,16 +52,10 @@ from cluster.sweep_plan import (  # noqa: F401
     stream_key,
 )
 from cluster.sweep_ui import LiveTable, ProgressLines, status_table, sweep_status  # noqa: F401
+from cluster.zygote import cell_task, ready_servers, start_zygotes
 from runner._io import hold_folder
 from runner._progress import PREFIX, fmt_seconds, plain_progress
 from runner.grid import GridError
-
-
-def _train_cell(cfg_json: str, sweep_dir: str) -> dict:
-    """The Ray task body: :func:`cluster.cell.train_cell` on this Ray node."""
-    import ray
-
-    return train_cell(cfg_json, sweep_dir, ray.get_runtime_context().get_node_id())
 
 
 def build_streams_first(plan: SweepPlan, log=print) -> dict[str, str]:
@@ -94,7 +90,7 @@ def _train_cell_multi(cfg_json: str, sweep_dir: str, n_workers: int, use_gpu: bo
     from ray.train.torch import TorchConfig, TorchTrainer
 
     def loop(_config):
-        _train_cell(cfg_json, sweep_dir)
+        cell_task(cfg_json, sweep_dir, None)
 
     trainer = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=n_workers, use_gpu=use_gpu,
                                                               resources_per_worker={"CPU": cpus}),
@@ -107,15 +103,27 @@ def _train_cell_multi(cfg_json: str, sweep_dir: str, n_workers: int, use_gpu: bo
             "node_id": "ray-train", "pid": os.getpid()}
 
 
-def _submit(plan: SweepPlan, cell):
-    """Submit one cell's Ray task: a fresh worker process, or Ray Train for a cell with > 1 GPU."""
+def _submit(plan: SweepPlan, cell, zygotes: dict[str, str] | None = None):
+    """Submit one cell's Ray task: a fresh worker process (its cell in a fork of the node's warm
+    server, ``zygotes``), or Ray Train for a cell with > 1 GPU."""
     import ray
 
     cfg_json, r = cell.config.model_dump_json(), plan.resources
     if plan.multi_gpu:
         task = ray.remote(_train_cell_multi).options(num_cpus=0, max_retries=r.max_retries)
         return task.remote(cfg_json, str(plan.sweep_dir), int(r.num_gpus), True, r.num_cpus)
-    return ray.remote(max_calls=1)(_train_cell).options(**plan.train_options).remote(cfg_json, str(plan.sweep_dir))
+    return ray.remote(max_calls=1)(cell_task).options(**plan.train_options).remote(cfg_json, str(plan.sweep_dir),
+                                                                                    zygotes)
+
+
+def _warm_servers(plan: SweepPlan) -> tuple[dict[str, str], list]:
+    """The per-node warm servers for this run's cells (:mod:`cluster.zygote`): none when no cell
+    is to run, or the cells ask for GPUs (CUDA state is never forked)."""
+    import uuid
+
+    if not plan.to_run or plan.multi_gpu or plan.resources.num_gpus:
+        return {}, []
+    return start_zygotes(uuid.uuid4().hex)
 
 
 def _wait(refs: dict, cb: CallbackList, results: dict[str, dict], errors: dict[str, str]) -> None:
@@ -168,19 +176,24 @@ def run_cells(plan: SweepPlan, callbacks=(), *, address: str | None = None, num_
     try:
         check_resources(plan.spec)
         cluster_cpus = float(ray.cluster_resources().get("CPU", 1))
-        unbuilt = build_streams_first(plan, log)
+        zygotes, servers = _warm_servers(plan)  # they import while the streams build
         refs = {}
         try:
+            unbuilt = build_streams_first(plan, log)
+            if any(c.run_id not in unbuilt for c in plan.to_run):
+                zygotes = ready_servers(zygotes, servers)
             for c in plan.to_run:
                 if c.run_id in unbuilt:
                     errors[c.run_id] = unbuilt[c.run_id]
                     cb.on_cell_failed(c, errors[c.run_id])
                 else:
-                    refs[_submit(plan, c)] = c
+                    refs[_submit(plan, c, zygotes)] = c
                     cb.on_cell_start(c)
             _wait(refs, cb, results, errors)
         finally:
             cb.on_stop()
+            for z in servers:
+                ray.kill(z)
     finally:
         if started_here:
             ray.shutdown()

@@ -95,7 +95,8 @@ def test_train_sigkill_in_each_of_the_first_three_intervals_then_rerun_is_bit_id
 def test_sweep_worker_sigkill_in_first_interval_is_retried_bit_identical(cell, tmp_path):
     """A sweep worker SIGKILLed between the step-0 checkpoint and the next: Ray's retry resumes
     from step 0 and the cell ends equal to the uninterrupted run (before: ValueError on every
-    retry and every sweep rerun)."""
+    retry and every sweep rerun). The killed process is the cell's fork of the node's warm server
+    (cluster.zygote); its Ray task ends itself so that Ray retries it."""
     step = random.Random(21).randrange(1, EVERY)
     marker, sw = tmp_path / "killed", tmp_path / "sw"
     p = subprocess.run([sys.executable, "-m", "cluster.cli", "sweep", str(cell["spec"]), "--out", str(sw),
@@ -105,6 +106,7 @@ def test_sweep_worker_sigkill_in_first_interval_is_retried_bit_identical(cell, t
     run_id = cell["cfg"].run_id
     attempts = [json.loads(x) for x in (sw / "runs" / run_id / "attempts.jsonl").read_text().splitlines()]
     assert len(attempts) == 2 and int(marker.read_text()) == attempts[0]["pid"]
+    assert [a["start"] for a in attempts] == ["warm fork"] * 2  # the fork died, and its Ray task with it
     _assert_equal_to_ref(cell, RunStore(sw / "store.zarr", f"runs/{run_id}"), sw / "runs" / run_id)
 
 

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cluster.cli import main as cli_main
@@ -51,6 +52,36 @@ def test_local_sweep_completes_then_skips(tmp_path, local_ray):
     assert all(len(_attempts(sw.dir, c.run_id)) == 1 for c in sw.cells)
     # status and verdict-side readers see the runs
     assert cli_main(["status", str(sw.dir)]) == 0
+
+
+def _zygote_sockets() -> set[str]:
+    """The abstract Unix sockets of warm servers listening now (/proc/net/unix: '@' + name)."""
+    with open("/proc/net/unix") as f:
+        return {line.split()[-1] for line in f if "@ungrok-zygote-" in line}
+
+
+def test_cells_train_in_forks_of_the_nodes_warm_server_bit_identically(tmp_path, local_ray):
+    """A CPU cell's Ray task hands the cell to its node's warm server (cluster.zygote), which
+    forks a process for it: the attempt says so, the scores equal a run trained in-process bit
+    for bit, and the server is gone once the sweep has ended."""
+    from runner.train import train_run
+
+    before = _zygote_sockets()
+    res = run_sweep(spec(tmp_path, seeds=(3,)), tmp_path / "sw", progress=False)
+    assert res.ran == 1 and not res.failed
+    sw = Sweep(tmp_path / "sw")
+    cell = sw.cells[0]
+    (attempt,) = _attempts(sw.dir, cell.run_id)
+    assert attempt["start"] == "warm fork"
+    ref = train_run(cell.config, tmp_path / "ref", progress=False, log=lambda *_: None)
+    a, b = RunStore(ref / "store.zarr"), RunStore(sw.store_path, f"runs/{cell.run_id}")
+    assert list(a.steps()) == list(b.steps()) == [0, 20, 40]
+    for key in ["train/loss", *(f"{f}/{k}" for f in a.families() for k in ("logp_correct", "logp_distractor"))]:
+        np.testing.assert_array_equal(a.series(key), b.series(key), err_msg=key)
+    deadline = time.time() + 10
+    while _zygote_sockets() - before and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _zygote_sockets() - before  # the server left with its actor
 
 
 def test_application_error_is_reported_per_cell(tmp_path, local_ray):
