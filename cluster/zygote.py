@@ -221,11 +221,14 @@ class Zygote:
 
 def start_zygotes(token: str) -> tuple[dict[str, str], list]:
     """One :class:`Zygote` per alive node with CPUs; returns ``({node_id: address}, actors)``.
-    The actors live as long as the caller holds them (``ray.kill`` them when the sweep ends)."""
+    The actors live as long as the caller holds them (``ray.kill`` them when the sweep ends).
+    None off Linux (abstract sockets and ``SO_PEERCRED`` are Linux's): cells train in-process."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     addresses, actors = {}, []
+    if not sys.platform.startswith("linux"):
+        return addresses, actors
     for node in ray.nodes():
         if not node.get("Alive") or not node.get("Resources", {}).get("CPU"):
             continue
