@@ -127,13 +127,11 @@ def measure_ray(seeds: int = 4, steps: int = 300) -> list[dict]:
 def _ray_warm_fixed(cell: str, corpora: str, n: int = 3) -> dict:
     """``cluster.fixed_cost`` in a fork of this node's warm server (:mod:`cluster.zygote`), from a
     fresh Ray task each time, timed from the driver's submit; the median of ``n`` by total."""
-    import uuid
-
     import ray
 
     from cluster.zygote import call_warm, ready_servers, start_zygotes
 
-    addresses, actors = start_zygotes(uuid.uuid4().hex)
+    addresses, actors = start_zygotes()
     try:
         address = ready_servers(addresses, actors).get(ray.get_runtime_context().get_node_id())
 

@@ -119,11 +119,9 @@ def _submit(plan: SweepPlan, cell, zygotes: dict[str, str] | None = None):
 def _warm_servers(plan: SweepPlan) -> tuple[dict[str, str], list]:
     """The per-node warm servers for this run's cells (:mod:`cluster.zygote`): none when no cell
     is to run, or the cells ask for GPUs (CUDA state is never forked)."""
-    import uuid
-
     if not plan.to_run or plan.multi_gpu or plan.resources.num_gpus:
         return {}, []
-    return start_zygotes(uuid.uuid4().hex)
+    return start_zygotes()
 
 
 def _wait(refs: dict, cb: CallbackList, results: dict[str, dict], errors: dict[str, str]) -> None:

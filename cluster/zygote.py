@@ -170,8 +170,10 @@ def call_warm(address: str | None, target: str, args: list, kwargs: dict | None 
     server at ``address``; its result (a dict), or None when none listens there. An error there
     raises :class:`CellFailed` with its traceback; a fork that died without a reply takes this
     process with it (SIGKILL: Ray retries the task as it would a killed worker)."""
-    conn = _connect(address) if address else None
-    if conn is None or address is None:
+    if not address:
+        return None
+    conn = _connect(address)
+    if conn is None:
         return None
     with conn:
         sys.stdout.flush()
@@ -219,14 +221,17 @@ class Zygote:
         return out.readline() == b"ready\n"
 
 
-def start_zygotes(token: str) -> tuple[dict[str, str], list]:
-    """One :class:`Zygote` per alive node with CPUs; returns ``({node_id: address}, actors)``.
+def start_zygotes() -> tuple[dict[str, str], list]:
+    """One :class:`Zygote` per alive node with CPUs, their addresses named by a token of this
+    call (so two sweeps never share a server); returns ``({node_id: address}, actors)``.
     The actors live as long as the caller holds them (``ray.kill`` them when the sweep ends).
     None off Linux (abstract sockets and ``SO_PEERCRED`` are Linux's): cells train in-process."""
+    import uuid
+
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    addresses, actors = {}, []
+    addresses, actors, token = {}, [], uuid.uuid4().hex
     if not sys.platform.startswith("linux"):
         return addresses, actors
     for node in ray.nodes():
