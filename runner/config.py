@@ -121,7 +121,9 @@ class CorpusConfig(_Frozen):
 class ModelConfig(_Frozen):
     """A from-scratch TransformerLens-native decoder (``runner.model``). ``arch``: ``tl``
     (LayerNorm, learned positions, biases) or ``nanochat`` (the paper's). ``d_vocab``: embedding
-    rows (None: the tokenizer's size). ``logit_soft_cap``: logits -> cap * tanh(logits / cap)."""
+    rows (None: the tokenizer's size). ``logit_soft_cap``: logits -> cap * tanh(logits / cap).
+    ``attention``: ``native`` (each arch's own kernel) or, for ``tl``, ``sdpa``: the fused kernel
+    whenever no hook reads the pattern or scores (``runner.attention``; same function, other rounding)."""
 
     n_layers: int = Field(default=2, ge=1)
     d_model: int = Field(default=64, ge=8)
@@ -132,6 +134,7 @@ class ModelConfig(_Frozen):
     arch: Literal["tl", "nanochat"] = Field(default="tl", json_schema_extra=_LATE)
     d_vocab: int | None = Field(default=None, ge=8, json_schema_extra=_LATE)
     logit_soft_cap: float | None = Field(default=None, gt=0, json_schema_extra=_LATE)
+    attention: Literal["native", "sdpa"] = Field(default="native", json_schema_extra=_LATE)
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":
@@ -139,6 +142,9 @@ class ModelConfig(_Frozen):
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.act_fn == "relu2" and self.arch != "nanochat":
             raise ValueError("act_fn 'relu2' needs arch 'nanochat'; use gelu, relu or silu with arch 'tl'")
+        if self.attention == "sdpa" and self.arch != "tl":
+            raise ValueError("model.attention 'sdpa' is for arch 'tl' (nanochat's attention is already fused when "
+                             "no hook reads it); leave attention at 'native'")
         return self
 
     @property
@@ -327,17 +333,14 @@ class RunConfig(_Frozen):
     @field_validator("dose")
     @classmethod
     def _dose(cls, v: str) -> str:
-
         parse_dose(v)
         return v
 
     @model_validator(mode="after")
     def _ctx_fits(self) -> "RunConfig":
         if self.corpus.story_tokens > self.model.n_ctx:
-            raise ValueError(
-                f"corpus.story_tokens ({self.corpus.story_tokens}) exceeds model.n_ctx ({self.model.n_ctx}); "
-                "raise model.n_ctx or shorten the stories"
-            )
+            raise ValueError(f"corpus.story_tokens ({self.corpus.story_tokens}) exceeds model.n_ctx "
+                             f"({self.model.n_ctx}); raise model.n_ctx or shorten the stories")
         if self.dose != "none":
             for f in self.intervention.families:
                 if f not in self.probes.families:
@@ -351,11 +354,9 @@ class RunConfig(_Frozen):
                              "matrices flat; Muon needs them whole); set zero_stage = 0 or use adamw")
         need = self.train.steps * self.train.batch_size
         if self.train.budget == "packed" and self.corpus.is_world and self.corpus.n_stories < need:
-            raise ValueError(
-                f"train.budget 'packed' needs {need:,} fresh stories (steps {self.train.steps} x batch "
-                f"{self.train.batch_size}) but corpus.n_stories is {self.corpus.n_stories:,}; raise "
-                "corpus.n_stories or use a dn<ratio> budget"
-            )
+            raise ValueError(f"train.budget 'packed' needs {need:,} fresh stories (steps {self.train.steps} x batch "
+                             f"{self.train.batch_size}) but corpus.n_stories is {self.corpus.n_stories:,}; raise "
+                             "corpus.n_stories or use a dn<ratio> budget")
         return self
 
     @property

@@ -29,6 +29,7 @@ from torch import nn
 
 from runner._io import atomic_path
 from runner.config import ModelConfig, RunConfig
+from runner.hookpoints import is_hooked
 from runner.store import RunDir
 
 EPS = 1e-5  # every RMS norm of the nanochat decoder (the bridge recomputes its norms with cfg.eps)
@@ -61,7 +62,12 @@ def build_model(cfg: ModelConfig, d_vocab: int, seed: int):
         device="cpu", seed=seed, **extra,
     )
     if cfg.arch == "tl":
-        return TransformerBridge.boot_native(tl_cfg)  # pyright: ignore[reportAttributeAccessIssue] (added at import)
+        bridge = TransformerBridge.boot_native(tl_cfg)  # pyright: ignore[reportAttributeAccessIssue] (added at import)
+        if cfg.attention == "sdpa":
+            from runner.attention import fuse_attention
+
+            fuse_attention(bridge)
+        return bridge
     from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
 
     module = NanochatDecoder(cfg, tl_cfg.d_vocab)
@@ -98,15 +104,6 @@ def _has_ve(layer: int, n_layers: int) -> bool:
     return layer % 2 == (n_layers - 1) % 2
 
 
-def _hooked(fn) -> bool:
-    """Does a caller read or edit the attention pattern through ``fn`` (a HookPoint)?"""
-    if fn is None:
-        return False
-    if not isinstance(fn, nn.Module):
-        return True
-    return bool(fn._forward_hooks or fn._forward_pre_hooks or fn._backward_hooks)
-
-
 class _Attention(nn.Module):
     accepts_pattern_fn = True  # the bridge passes its hook_pattern as pattern_fn
     cos: torch.Tensor
@@ -137,7 +134,7 @@ class _Attention(nn.Module):
             v = lam[0] * v + lam[1] * ve.view(b, t, self.n_heads, self.d_head).transpose(1, 2)
         q, k = _rms(self._rotate(q)), _rms(self._rotate(k))
         pattern = None
-        if _hooked(pattern_fn) or attention_mask is not None:
+        if is_hooked(pattern_fn) or attention_mask is not None:
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
             mask = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
             if attention_mask is not None and attention_mask.dim() == 2:

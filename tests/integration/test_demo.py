@@ -10,6 +10,7 @@ import pytest
 from cluster.cli import main as cli_main
 from cluster.demo import TOUR_GRID, TOUR_PREREG, run_demo
 from runner.analysis.prereg import PreregError, load_locked, lock
+from runner.config import RunConfig
 from runner.grid import load_grid
 from tests.helpers import tiny_grid_spec
 
@@ -30,6 +31,8 @@ def test_shipped_tour_is_locked_and_expands_to_the_four_cells():
     cells = load_grid(TOUR_GRID).cells()
     assert sorted((c.corpus, c.dose) for c in cells) == [
         ("stories", "kill:1.0"), ("stories", "none"), ("web", "none"), ("web", "rescue:3")]
+    # the default small model with its attention fused (runner.attention), nothing else changed
+    assert {c.config.model for c in cells} == {RunConfig().model.model_copy(update={"attention": "sdpa"})}
 
 
 def test_demo_refuses_an_unverified_prereg_before_anything_runs(tmp_path):
