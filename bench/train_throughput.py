@@ -10,7 +10,9 @@ does by default (``gradient_clipping``), with DeepSpeed's arithmetic
 every engine's losses are compared with the plain loop's and the largest difference printed, not
 asserted (ZeRO-1/2's have differed by float rounding even on a CPU; CUDA kernels need not be
 deterministic; under bf16 ZeRO-1/2 reduce ``nn.Linear`` gradients in bf16). The DeepSpeed engines
-are ungrok's own (``runner.train.loop.build_engine``, ZeRO stage 0, 1, 2).
+are ungrok's own (``runner.train.loop.build_engine``, ZeRO stage 0, 1, 2). For the ``tl`` arch one
+more plain loop runs with ``model.attention = "sdpa"`` (``runner.attention``: the fused kernel; the
+ratio to the native plain loop is printed, and how far its losses drift from it).
 
 ``--precision`` is the same for every loop: ``fp32``, or ``bf16``, which the engines take from
 ``train.precision`` (DeepSpeed's ``torch_autocast``: its forward under ``torch.autocast(device,
@@ -181,6 +183,9 @@ def measure(steps: int = 300, warmup: int = 20, stages: tuple[int, ...] = (0, 1,
     ensure_process_group()
     loops = {"plain": plain_step(cfg, d_vocab, corpus.pad_id, dev)}
     loops |= {f"zero{s}": deepspeed_step(cfg, d_vocab, corpus.pad_id, s, dev) for s in stages}
+    if cfg.model.arch == "tl":  # the same plain loop with model.attention = "sdpa" (runner.attention)
+        fused = cfg.model_copy(update={"model": cfg.model.model_copy(update={"attention": "sdpa"})})
+        loops["sdpa"] = plain_step(fused, d_vocab, corpus.pad_id, dev)
     times, losses = run_in_turns(loops, lambda s: rows[plan.indices(s)].long(), steps, warmup, dev)
     return _rows(cfg, dev, n_params(build_model(cfg.model, d_vocab, 0)), steps, stages, times, losses)
 
@@ -212,6 +217,13 @@ def _rows(cfg: RunConfig, dev: torch.device, n: int, steps: int, stages, times: 
         same = "losses identical to plain" if diff == 0 else f"losses differ from plain (max |d| {diff:.1e})"
         out.append({"figure": f"DeepSpeed ZeRO-{s} / plain PyTorch steps/s", "value": f"{ratio:.3f}",
                     "conditions": f"same run, in turns; {steps / sum(t):.2f} steps/s; {same}"})
+    if "sdpa" in times:
+        t = times["sdpa"]
+        diff = max(abs(a - b) for a, b in zip(losses["sdpa"], losses["plain"]))
+        out.append({"figure": "plain PyTorch, model.attention sdpa / native steps/s",
+                    "value": f"{sum(times['plain']) / sum(t):.3f}",
+                    "conditions": f"same run, in turns; {steps / sum(t):.2f} steps/s; the fused kernel rounds "
+                                  f"differently: losses differ from native by up to {diff:.1e} over the timed steps"})
     return out
 
 
