@@ -124,7 +124,7 @@ def measure_all(checkpoints: int = 40, items: int = 576, layers: int = 6, d_mode
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--checkpoints", type=int, default=40)
     ap.add_argument("--items", type=int, default=576)
     ap.add_argument("--layers", type=int, default=6)

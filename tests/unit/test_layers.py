@@ -32,10 +32,11 @@ RUNNER_LAYERS = [
     "runner.report",
     "runner.analysis",
     "runner.train",
-    "runner.data : runner.model : runner.scoring : runner.store : runner.store_write : runner.trajectory",
+    ("runner.attention : runner.data : runner.model : runner.scoring : runner.store : runner.store_write : "
+     "runner.trajectory"),
     "runner.config : runner.grid",
     "runner.world | runner.doses",
-    "runner._io | runner.registry | runner._progress",
+    "runner._io | runner.registry | runner._progress | runner.hookpoints",
 ]
 PACKAGE_LAYERS = ["cluster", "mech | interventions", "runner"]
 
