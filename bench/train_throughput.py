@@ -200,6 +200,11 @@ def _where(cfg: RunConfig, dev: torch.device) -> str:
     return f"CPU, {precision(cfg)}, torch {torch.__version__}"
 
 
+def _max_diff(losses: dict, loop: str) -> float:
+    """The largest |loss difference| between ``loop`` and the plain loop, step by step."""
+    return max(abs(a - b) for a, b in zip(losses[loop], losses["plain"]))
+
+
 def _rows(cfg: RunConfig, dev: torch.device, n: int, steps: int, stages, times: dict, losses: dict) -> list[dict]:
     m, default = cfg.model, RunConfig().model
     tokens = cfg.train.batch_size * cfg.corpus.story_tokens
@@ -213,13 +218,13 @@ def _rows(cfg: RunConfig, dev: torch.device, n: int, steps: int, stages, times: 
     for s in stages:
         t = times[f"zero{s}"]
         ratio = sum(times["plain"]) / sum(t)
-        diff = max(abs(a - b) for a, b in zip(losses[f"zero{s}"], losses["plain"]))
+        diff = _max_diff(losses, f"zero{s}")
         same = "losses identical to plain" if diff == 0 else f"losses differ from plain (max |d| {diff:.1e})"
         out.append({"figure": f"DeepSpeed ZeRO-{s} / plain PyTorch steps/s", "value": f"{ratio:.3f}",
                     "conditions": f"same run, in turns; {steps / sum(t):.2f} steps/s; {same}"})
     if "sdpa" in times:
         t = times["sdpa"]
-        diff = max(abs(a - b) for a, b in zip(losses["sdpa"], losses["plain"]))
+        diff = _max_diff(losses, "sdpa")
         out.append({"figure": "plain PyTorch, model.attention sdpa / native steps/s",
                     "value": f"{sum(times['plain']) / sum(t):.3f}",
                     "conditions": f"same run, in turns; {steps / sum(t):.2f} steps/s; the fused kernel rounds "

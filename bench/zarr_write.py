@@ -57,15 +57,16 @@ def _round(tmp: Path, rows: list[np.ndarray], order: list[str]) -> tuple[dict[st
     """One repeat: every writer once, in ``order``, into ``tmp``; seconds and bytes on disk."""
     secs, size = {}, {}
     for w in order:
+        path = tmp / ("npy" if w == "npy" else f"{w}.zarr")
         if w == "npy":
             t = time.perf_counter()
-            (tmp / "npy").mkdir()
+            path.mkdir()
             for i, r in enumerate(rows):
-                np.save(tmp / "npy" / f"resid_post_{i:05d}.npy", r)
+                np.save(path / f"resid_post_{i:05d}.npy", r)
             secs[w] = time.perf_counter() - t
         else:
-            secs[w] = _zarr_write(tmp / f"{w}.zarr", rows, w)
-        size[w] = _dir_bytes(tmp / ("npy" if w == "npy" else f"{w}.zarr"))
+            secs[w] = _zarr_write(path, rows, w)
+        size[w] = _dir_bytes(path)
     return secs, size
 
 
@@ -114,7 +115,7 @@ def measure(checkpoints: int = 40, items: int = 576, layers: int = 6, d_model: i
 
 
 def measure_all(checkpoints: int = 40, items: int = 576, layers: int = 6, d_model: int = 512,
-                 repeats: int = 5) -> list[dict]:
+                repeats: int = 5) -> list[dict]:
     """:func:`measure` on the local disk, then in ``/dev/shm`` when it is a folder (memory)."""
     rows = measure(checkpoints, items, layers, d_model, repeats=repeats)
     shm = Path("/dev/shm")
@@ -123,13 +124,19 @@ def measure_all(checkpoints: int = 40, items: int = 576, layers: int = 6, d_mode
     return rows
 
 
+def _positive(v: str) -> int:
+    if not v.isdigit() or int(v) < 1:
+        raise argparse.ArgumentTypeError(f"{v!r}: use a whole number >= 1")
+    return int(v)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    ap.add_argument("--checkpoints", type=int, default=40)
-    ap.add_argument("--items", type=int, default=576)
-    ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--d-model", type=int, default=512)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--checkpoints", type=_positive, default=40)
+    ap.add_argument("--items", type=_positive, default=576)
+    ap.add_argument("--layers", type=_positive, default=6)
+    ap.add_argument("--d-model", type=_positive, default=512)
+    ap.add_argument("--repeats", type=_positive, default=5)
     a = ap.parse_args(argv)
     from _table import print_rows
 

@@ -61,4 +61,3 @@ def fuse_attention(bridge) -> None:
             raise TypeError(f"expected TransformerLens's NativeAttention, got {type(native).__name__}")
         native.__class__ = FusedNativeAttention
         object.__setattr__(native, "scores_hook", block.attn.hook_attn_scores)
-
