@@ -51,13 +51,14 @@ class CorpusConfig(_Frozen):
     ``sha256``: for ``built:``, the token stream the run must read (the CLI pins it from the
     corpus's manifest, so a rebuilt corpus is a different run); None reads whatever is there.
     ``support``: for synthetic corpora, P(the stream shows the rule's answer | the competitor's
-    in-context copy disagrees with it), for every family; overrides the preset's value.
-    """
+    in-context copy disagrees with it), for every family; ``reuse``: P(a family sentence reuses a key
+    used earlier in its story), the rate of in-context contests. Both override the preset's value."""
 
     name: str = "web"
     seed: int = Field(default=0, ge=0)
     n_stories: int = Field(default=160_000, gt=0, description="stories (rows of story_tokens tokens)")
     support: float | None = Field(default=None, gt=0.0, le=1.0)
+    reuse: float | None = Field(default=None, ge=0.0, le=1.0, json_schema_extra=_LATE)
     story_tokens: int = Field(default=64, ge=16, le=4096)
     text_column: str = "text"
     vocab_size: int = Field(default=2000, ge=50, description="tokenizer size for hf: corpora")
@@ -84,6 +85,8 @@ class CorpusConfig(_Frozen):
     def _synthetic_needs_support(self) -> "CorpusConfig":
         if self.name == "synthetic" and self.support is None:
             raise ValueError("corpus 'synthetic' needs support=<0..1>, e.g. --support 0.3")
+        if self.reuse is not None and not self.is_world:
+            raise ValueError(f"corpus.reuse is for the built-in world's presets, not {self.name!r}; remove it")
         return self
 
     @property
@@ -212,8 +215,7 @@ class TrainConfig(_Frozen):
 class ScheduleConfig(_Frozen):
     """When to checkpoint (and score). Every ``every`` steps, every ``dense_every`` inside
     ``[dense_start, dense_end]``; step 0 and the last step always. ``keep_resume`` full DeepSpeed
-    checkpoints (with optimizer state) are kept for resume; model weights are kept for every step.
-    """
+    checkpoints (with optimizer state) are kept for resume; model weights are kept for every step."""
 
     every: int = Field(default=50, gt=0)
     dense_every: int | None = Field(default=None, gt=0)
@@ -237,8 +239,7 @@ class ProbeConfig(_Frozen):
     support counting and interventions do). Without a battery the items are generated from the
     registered rule ``families`` (``n_per_cell`` per condition and split, ``n_neutral`` neutral).
     ``max_unknown``: the largest fraction of items that may hold a word outside the run's tokenizer
-    (encoded as its unknown token); a battery above it is refused before training starts.
-    """
+    (encoded as its unknown token); a battery above it is refused before training starts."""
 
     families: tuple[str, ...] = ("pronoun_gender", "number_agreement")
     battery: str | None = Field(default=None, description="JSONL battery path; default: generated from the families")
@@ -267,9 +268,7 @@ class ProbeConfig(_Frozen):
 
 
 class InterventionConfig(_Frozen):
-    """Where and when a run's dose applies (ignored, and left out of the run id, when dose is
-    ``none``).
-
+    """Where and when a run's dose applies (ignored, and left out of the run id, when dose is ``none``).
     ``families``: the rule families whose events the intervention edits (empty: every probe
     family). ``start_step``/``end_step``: the window of training steps that read the intervened
     stream; outside it the run reads the unedited corpus (``end_step`` None: to the end), so

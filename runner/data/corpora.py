@@ -70,8 +70,11 @@ def train_tokenizer(texts, vocab_size: int):
 
 
 # ---- synthetic generation ------------------------------------------------------------------------
-def generate_story(rng: random.Random, spec: SyntheticSpec, support: float, length: int) -> list[str]:
-    """Sentences drawn i.i.d. from the spec's mix until the next one would not fit."""
+def generate_story(rng: random.Random, spec: SyntheticSpec, support: float, length: int,
+                   reuse: float | None = None) -> list[str]:
+    """Sentences drawn i.i.d. from the spec's mix until the next one would not fit; ``reuse``
+    (None: the spec's ``p_reuse``) is P(a family sentence reuses a key of its story)."""
+    reuse = spec.p_reuse if reuse is None else reuse
     words = [V.BOS]
     states: dict[str, dict[str, str]] = {name: {} for name, _ in spec.p_family}
     families = [(RULES.get(name), p) for name, p in spec.p_family]
@@ -81,7 +84,7 @@ def generate_story(rng: random.Random, spec: SyntheticSpec, support: float, leng
             acc += p
             if r < acc:
                 assert isinstance(fam, (InductionRule, ArticleRule))
-                sent = fam.emit(rng, states[fam.name], support, spec.p_reuse)
+                sent = fam.emit(rng, states[fam.name], support, reuse)
                 break
         if sent is None:
             sent = filler_sentence(rng)
@@ -94,13 +97,14 @@ def synthetic_rows(cfg: CorpusConfig, progress=None) -> np.ndarray:
     """``(n_stories, story_tokens)`` int32 ids, padded with ``<pad>``; chunk c uses its own seed."""
     spec = PRESETS.get(cfg.name)
     support = cfg.support if cfg.support is not None else spec.support
+    reuse = cfg.reuse if cfg.reuse is not None else spec.p_reuse
     vocab = {w: i for i, w in enumerate(preset_words(cfg.name))}
     pad = vocab[V.PAD]
     rows = np.full((cfg.n_stories, cfg.story_tokens), pad, dtype=np.int32)
     for start in range(0, cfg.n_stories, CHUNK):
         rng = random.Random(f"ungrok/{cfg.name}/{cfg.seed}/{support}/{start // CHUNK}")
         for i in range(start, min(start + CHUNK, cfg.n_stories)):
-            ids = [vocab[w] for w in generate_story(rng, spec, support, cfg.story_tokens)]
+            ids = [vocab[w] for w in generate_story(rng, spec, support, cfg.story_tokens, reuse)]
             rows[i, : len(ids)] = ids
         if progress is not None:
             progress(min(start + CHUNK, cfg.n_stories))
@@ -183,7 +187,7 @@ def build_corpus(cfg: CorpusConfig, out_root: str | Path, progress=None) -> Path
     dest = Path(out_root) / cfg.dirname
     if cfg.is_built:
         return built_corpus_path(cfg, out_root)
-    config = cfg.model_dump(mode="json", exclude={"sha256"} if cfg.sha256 is None else None)
+    config = cfg.model_dump(mode="json", exclude={k for k in ("sha256", "reuse") if getattr(cfg, k) is None})
     if (dest / "manifest.json").exists():
         existing = json.loads((dest / "manifest.json").read_text())["config"]
         if existing != config:
@@ -197,6 +201,8 @@ def build_corpus(cfg: CorpusConfig, out_root: str | Path, progress=None) -> Path
         spec = PRESETS.get(cfg.name)
         generator = {"kind": "synthetic", **asdict(spec),
                      "support": cfg.support if cfg.support is not None else spec.support, "chunk": CHUNK}
+        if cfg.reuse is not None:
+            generator["p_reuse"] = cfg.reuse
     return write_corpus(dest, rows, tok, config, generator)
 
 

@@ -38,6 +38,15 @@ def test_synthetic_needs_support():
     assert CorpusConfig(name="synthetic", support=0.3).dirname.startswith("synthetic-")
 
 
+def test_reuse_is_a_world_knob_and_leaves_default_ids_alone():
+    assert RunConfig(corpus={"reuse": None}).run_id == RunConfig().run_id
+    assert RunConfig(corpus={"reuse": 0.8}).run_id != RunConfig().run_id
+    with pytest.raises(ValidationError, match="corpus.reuse is for the built-in world"):
+        CorpusConfig(name="built:wiki", reuse=0.5)
+    with pytest.raises(ValidationError, match="reuse"):
+        CorpusConfig(reuse=1.5)
+
+
 def test_run_id_is_hash_of_resolved_config():
     a, b = tiny_run_config(), tiny_run_config()
     assert a.run_id == b.run_id

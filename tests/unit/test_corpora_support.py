@@ -64,6 +64,27 @@ def test_presets_differ_only_in_support():
             assert cs[cls]["windowed"]["ratio"] > cw[cls]["windowed"]["ratio"]
 
 
+def test_reuse_sets_the_rate_of_contests_and_only_it():
+    """corpus.reuse overrides the preset's p_reuse: contests per story scale with it, who wins them
+    (support) does not move, and the default writes the same stream and corpus folder as before."""
+    tok = world_tokenizer()
+    base = CorpusConfig(name="web", n_stories=4000, seed=1)
+    assert stream_sha256(synthetic_rows(base)) == stream_sha256(
+        synthetic_rows(CorpusConfig(name="web", n_stories=4000, seed=1, reuse=PRESETS.get("web").p_reuse)))
+    assert CorpusConfig(name="web").dirname == "web-s0" != CorpusConfig(name="web", reuse=0.8).dirname
+    lo = count_support(synthetic_rows(base), tok, ["pronoun_gender"], pad_id=0)["pronoun_gender"]
+    hi = count_support(synthetic_rows(CorpusConfig(name="web", n_stories=4000, seed=1, reuse=0.8)), tok,
+                       ["pronoun_gender"], pad_id=0)["pronoun_gender"]
+    for cls in ("feminine", "masculine"):
+        n_lo, n_hi = lo[cls]["contested"]["cues"], hi[cls]["contested"]["cues"]
+        assert 1.5 < n_hi / n_lo < 2.5, (n_lo, n_hi)
+        assert abs(hi[cls]["contested"]["rule"] / n_hi - 0.1) < 0.03
+    # reuse 0 still repeats a key by chance (keys are drawn with replacement), less often
+    none = count_support(synthetic_rows(CorpusConfig(name="web", n_stories=4000, seed=1, reuse=0.0)), tok,
+                         ["pronoun_gender"], pad_id=0)["pronoun_gender"]
+    assert all(none[c]["contested"]["cues"] < 0.5 * lo[c]["contested"]["cues"] for c in none)
+
+
 def test_heldout_pairs_never_in_training_stream():
     rows = synthetic_rows(CorpusConfig(name="web", n_stories=3000))
     fam = RULES.get("pronoun_gender")
