@@ -39,6 +39,13 @@ PRESETS.register("stories-an", SyntheticSpec(support=0.8, p_family=AN_MIX))
 PRESETS.register("web-an", SyntheticSpec(support=0.1, p_family=AN_MIX))
 
 
+# The tuned world (issue 22, docs/world.md): the pronoun family with its key right before the answer,
+# so the in-context copy is a plain induction match. Same mix, support and reuse as the originals.
+ADJACENT_MIX = (("pronoun_gender_adjacent", 0.7), ("number_agreement", 0.2))
+PRESETS.register("stories-adjacent", SyntheticSpec(support=0.8, p_family=ADJACENT_MIX))
+PRESETS.register("web-adjacent", SyntheticSpec(support=0.1, p_family=ADJACENT_MIX))
+
+
 def check_reference(v: str) -> str:
     """An intervention's rescue reference (its unit delta): ``paper`` (the paper's 1.67175e-3
     targeted-class windowed rule events per token of TinyStories), a preset to measure at the run's

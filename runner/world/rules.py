@@ -245,3 +245,23 @@ NUMBER_AGREEMENT = RULES.register("number_agreement", InductionRule(
     rescue_cues={"singular": tuple(V.RESCUE_SINGULAR_NOUNS), "plural": tuple(V.RESCUE_PLURAL_NOUNS)},
     rescue_template=("the", "{cue}", "near", "the", "{key}", "{answer}", "{adj}", "."),
 ))
+
+# The tuned world's pronoun family (issue 22; docs/world.md): the same rule, cues and keys, with the
+# key right before the answer ("Sue cried she was sad ."). The copy is then the classic induction
+# match (find the earlier occurrence of the current token, copy what followed it), which a two-layer
+# model learns within a few thousand steps; with "because" between key and answer it has to match
+# the token two back, and the default model learns that only partly (docs/world.md, "What the margin
+# is made of"). Drawn by the ``*-adjacent`` presets.
+PRONOUN_GENDER_ADJACENT = RULES.register("pronoun_gender_adjacent", InductionRule(
+    name="pronoun_gender_adjacent",
+    description="the pronoun after a named subject matches the name's gender (competitor: copy the "
+                "pronoun that followed the same verb earlier; the verb sits right before the pronoun)",
+    cue_classes={"feminine": tuple(V.FEMININE_NAMES), "masculine": tuple(V.MASCULINE_NAMES)},
+    rule_answer={"feminine": "she", "masculine": "he"},
+    keys=tuple(V.VERBS),
+    template=("{cue}", "{key}", "{answer}", "was", "{adj}", "."),
+    neutral_subjects=tuple(V.NEUTRAL_PEOPLE),
+    neutral_template=("the", "{cue}", "{key}", "{answer}", "was", "{adj}", "."),
+    rescue_cues={"feminine": tuple(V.RESCUE_FEMININE_NAMES), "masculine": tuple(V.RESCUE_MASCULINE_NAMES)},
+    rescue_template=("{cue}", "{key}", "{answer}", "felt", "{adj}", "."),
+))
