@@ -97,6 +97,6 @@ def inject_induction(family: InductionRule, tokenizer, n_events: int, row_tokens
     return InjectResult(rows, counted, cues)
 
 
-for _name in ("pronoun_gender", "number_agreement"):
+for _name in ("pronoun_gender", "pronoun_gender_adjacent", "number_agreement"):
     FLIPS.register(_name, flip_induction)
     INJECTS.register(_name, inject_induction)

@@ -83,8 +83,8 @@ class CorpusConfig(_Frozen):
 
     @model_validator(mode="after")
     def _synthetic_needs_support(self) -> "CorpusConfig":
-        if self.name == "synthetic" and self.support is None:
-            raise ValueError("corpus 'synthetic' needs support=<0..1>, e.g. --support 0.3")
+        if self.name.startswith("synthetic") and self.support is None:
+            raise ValueError(f"corpus {self.name!r} needs support=<0..1>, e.g. --support 0.3")
         if self.reuse is not None and not self.is_world:
             raise ValueError(f"corpus.reuse is for the built-in world's presets, not {self.name!r}; remove it")
         return self

@@ -44,6 +44,7 @@ PRESETS.register("web-an", SyntheticSpec(support=0.1, p_family=AN_MIX))
 ADJACENT_MIX = (("pronoun_gender_adjacent", 0.7), ("number_agreement", 0.2))
 PRESETS.register("stories-adjacent", SyntheticSpec(support=0.8, p_family=ADJACENT_MIX))
 PRESETS.register("web-adjacent", SyntheticSpec(support=0.1, p_family=ADJACENT_MIX))
+PRESETS.register("synthetic-adjacent", SyntheticSpec(support=0.5, p_family=ADJACENT_MIX))  # support must be given
 
 
 def check_reference(v: str) -> str:

@@ -16,8 +16,10 @@ from tests.helpers import tiny_grid_spec
 
 
 def _tiny(tmp_path: Path) -> tuple[Path, Path]:
-    corpora = '[{name = "web", doses = ["none"]}, {name = "stories", doses = ["none", "kill:1.0"]}]'
-    grid = tiny_grid_spec(tmp_path / "tinytour.toml", name="tinytour", seeds=(3,), corpora=corpora)
+    corpora = ('[{name = "web-adjacent", doses = ["none"]}, '
+               '{name = "stories-adjacent", doses = ["none", "kill:1.0"]}]')
+    grid = tiny_grid_spec(tmp_path / "tinytour.toml", name="tinytour", seeds=(3,), corpora=corpora,
+                          probes_extra='families = ["pronoun_gender_adjacent", "number_agreement"]')
     prereg = tmp_path / "prereg.toml"
     shutil.copy(TOUR_PREREG, prereg)
     lock(prereg)
@@ -30,9 +32,13 @@ def test_shipped_tour_is_locked_and_expands_to_the_four_cells():
 
     cells = load_grid(TOUR_GRID).cells()
     assert sorted((c.corpus, c.dose) for c in cells) == [
-        ("stories", "kill:1.0"), ("stories", "none"), ("web", "none"), ("web", "rescue:3")]
-    # the default small model with its attention fused (runner.attention), nothing else changed
+        ("stories-adjacent", "kill:1.0"), ("stories-adjacent", "none"), ("web-adjacent", "none"),
+        ("web-adjacent", "rescue:3")]
+    # the default small model with its attention fused (runner.attention), nothing else changed; the
+    # tuned world's pronoun family; the paper's warm-down over the final 30%
     assert {c.config.model for c in cells} == {RunConfig().model.model_copy(update={"attention": "sdpa"})}
+    assert {c.config.probes.families for c in cells} == {("pronoun_gender_adjacent", "number_agreement")}
+    assert {c.config.optim for c in cells} == {RunConfig().optim.model_copy(update={"warmdown_frac": 0.3})}
 
 
 def test_demo_refuses_an_unverified_prereg_before_anything_runs(tmp_path):
@@ -51,7 +57,7 @@ def test_tiny_tour_end_to_end_and_rerun_skips(tmp_path, local_ray, capsys, monke
     assert r["sweep"].ran == 3 and not r["sweep"].failed
     _assert_progress_lines(capsys.readouterr().out, r["sweep"])
     corpus = sorted((tmp_path / "demo" / "sweep" / "corpora").glob("*/manifest.json"))[0].parent
-    assert cli_main(["audit", str(corpus), "--rules", "pronoun_gender"]) == 0  # piped: plain lines, no bar
+    assert cli_main(["audit", str(corpus), "--rules", "pronoun_gender_adjacent"]) == 0  # piped: plain lines, no bar
     audit = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(f"progress: audit {corpus}: ")]
     assert audit and "(100%)" in audit[-1], audit
     assert r["report"].exists() and (r["report"].parent / "dose_response.png").exists()

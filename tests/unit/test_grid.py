@@ -32,7 +32,13 @@ def test_demo_spec_is_valid():
     from pathlib import Path
 
     g = load_grid(Path(__file__).resolve().parents[2] / "examples" / "demo.toml")
-    assert len(g.cells()) == 18
+    cells = g.cells()
+    assert len(cells) == 18
+    # the paper's budgets on the tuned world (docs/world.md), with the paper's warm-down
+    assert {(c.corpus, c.budget) for c in cells} == {
+        (corpus, b) for corpus in ("web-adjacent", "stories-adjacent") for b in ("packed", "dn5", "dn1.5")}
+    assert {c.config.probes.families for c in cells} == {("pronoun_gender_adjacent", "number_agreement")}
+    assert {c.config.optim.warmdown_frac for c in cells} == {0.3}
 
 
 @pytest.mark.parametrize("text,needle", [
