@@ -359,8 +359,8 @@ def demo(
     reuse: Optional[list[Path]] = typer.Option(
         None, help="a sweep folder whose complete cells with the same run id are copied in (repeatable)"),
 ) -> None:
-    """The embedded default end to end: the tour grid (web undosed + rescued, stories undosed +
-    killed) on a local Ray, the verdict under the locked examples/prereg_tour.toml, the report."""
+    """The embedded default end to end: the tour grid (web-adjacent undosed + rescued, stories-adjacent
+    undosed + killed) on a local Ray, the verdict under the locked examples/prereg_tour.toml, the report."""
     from cluster.cli_analysis import print_verdict
     from cluster.demo import TOUR_PREREG, run_demo
     from cluster.sweep import StreamError
