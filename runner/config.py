@@ -17,8 +17,8 @@ from pydantic.config import JsonDict
 from runner._io import field_error, load_toml_model  # noqa: F401  (re-exported for grid, prereg, the CLI)
 from runner.doses import parse_dose
 from runner.world.batteries import read_battery
-from runner.world.presets import PRESETS, check_reference
-from runner.world.rules import RULES, known_classes
+from runner.world.presets import PRESETS, check_reference, drawn_families, probe_families, undrawn_induction_families
+from runner.world.rules import known_classes, known_families  # noqa: F401  (known_families re-exported)
 
 _BUDGET_RE = re.compile(r"^(packed|dn(\d+(\.\d+)?))$")
 _BUILT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -27,14 +27,6 @@ _BUILT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 # differs from its default: a field added after runs were named leaves their ids unchanged.
 OMIT_AT_DEFAULT = "hash_omit_at_default"
 _LATE: JsonDict = {OMIT_AT_DEFAULT: True}
-
-
-def known_families(names: tuple[str, ...]) -> tuple[str, ...]:
-    """``names`` unchanged when every one is a registered rule family (the configs' one check)."""
-    for f in names:
-        if f not in RULES:
-            raise ValueError(f"unknown rule family {f!r}; known: {RULES.names()}")
-    return names
 
 
 class _Frozen(BaseModel):
@@ -110,8 +102,7 @@ class CorpusConfig(_Frozen):
 
     @property
     def dirname(self) -> str:
-        """Folder name under ``<out>/corpora``: ``web-s0`` for the defaults, hashed otherwise; a
-        built corpus's own name."""
+        """Folder under ``<out>/corpora``: ``web-s0`` for the defaults, hashed otherwise; a built corpus's name."""
         if self.is_built:
             return self.label
         defaults = {k: f.default for k, f in CorpusConfig.model_fields.items() if k not in ("name", "seed")}
@@ -287,8 +278,7 @@ class InterventionConfig(_Frozen):
 
     @property
     def window(self) -> str:
-        """``""`` for the whole run, else ``"<start>-<end|end>"`` (e.g. ``"4000-end"``): runs with
-        the same dose but different windows are different treatments in verdicts and selectors."""
+        """``""`` (whole run) or ``"<start>-<end|end>"``: a different treatment in verdicts and selectors."""
         if self.start_step == 0 and self.end_step is None:
             return ""
         return f"{self.start_step}-{self.end_step if self.end_step is not None else 'end'}"
@@ -322,11 +312,19 @@ class RunConfig(_Frozen):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_intervention_without_dose(cls, data):
-        """A dose-none run has no intervention: its settings are dropped, so the run (config.json
-        and id) is the same whatever a grid's [intervention] section says."""
-        if isinstance(data, dict) and data.get("dose", "none") == "none" and "intervention" in data:
+    def _resolve_sections(cls, data):
+        """A dose-none run has no intervention: its settings are dropped, so the run (config.json and
+        id) is the same whatever a grid's [intervention] section says. No ``probes.families`` and no
+        battery: a preset that does not write the default families (``*-adjacent``) probes the ones it
+        writes (``runner.world.presets.probe_families``); every other run keeps the default."""
+        if not isinstance(data, dict):
+            return data
+        if data.get("dose", "none") == "none" and "intervention" in data:
             data = {k: v for k, v in data.items() if k != "intervention"}
+        c, p = data.get("corpus"), data.get("probes") or {}
+        name = c.name if isinstance(c, CorpusConfig) else c.get("name", "web") if isinstance(c, dict) else None
+        if name and isinstance(p, dict) and not {"families", "battery"} & p.keys():
+            data = {**data, "probes": {**p, "families": probe_families(name, ProbeConfig().families)}}
         return data
 
     @field_validator("dose")
@@ -340,6 +338,10 @@ class RunConfig(_Frozen):
         if self.corpus.story_tokens > self.model.n_ctx:
             raise ValueError(f"corpus.story_tokens ({self.corpus.story_tokens}) exceeds model.n_ctx "
                              f"({self.model.n_ctx}); raise model.n_ctx or shorten the stories")
+        if self.corpus.is_world and self.probes.battery is None and (
+                miss := undrawn_induction_families(self.corpus.name, self.probes.families)):
+            raise ValueError(f"probes.families: {list(miss)} never occur in the stories of corpus {self.corpus.name!r}"
+                             f"; probe the families it writes: {list(drawn_families(self.corpus.name))}")
         if self.dose != "none":
             for f in self.intervention.families:
                 if f not in self.probes.families:
@@ -372,8 +374,7 @@ class RunConfig(_Frozen):
 
 
 def _omit_defaults(cfg: BaseModel, data: dict) -> dict:
-    """``data`` (``cfg``'s JSON dump) without the fields marked :data:`OMIT_AT_DEFAULT` that are at
-    their default, at any depth."""
+    """``data`` (``cfg``'s JSON dump) less the :data:`OMIT_AT_DEFAULT` fields at their default, at any depth."""
     out = dict(data)
     for name, f in type(cfg).model_fields.items():
         value = getattr(cfg, name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from runner.registry import Registry
+from runner.world.rules import RULES, InductionRule
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,26 @@ ADJACENT_MIX = (("pronoun_gender_adjacent", 0.7), ("number_agreement", 0.2))
 PRESETS.register("stories-adjacent", SyntheticSpec(support=0.8, p_family=ADJACENT_MIX))
 PRESETS.register("web-adjacent", SyntheticSpec(support=0.1, p_family=ADJACENT_MIX))
 PRESETS.register("synthetic-adjacent", SyntheticSpec(support=0.5, p_family=ADJACENT_MIX))  # support must be given
+
+
+def drawn_families(preset: str) -> tuple[str, ...]:
+    """The rule families a preset's stories write, in its mix order."""
+    return tuple(name for name, _ in PRESETS.get(preset).p_family)
+
+
+def probe_families(preset: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """What a run on ``preset`` probes when it names no families: ``default`` when the preset's
+    stories write all of it (every original preset), else every family they write (``*-adjacent``)."""
+    if preset not in PRESETS or set(default) <= set(drawn_families(preset)):
+        return default
+    return drawn_families(preset)
+
+
+def undrawn_induction_families(preset: str, families: tuple[str, ...]) -> tuple[str, ...]:
+    """The induction-keyed ``families`` that ``preset``'s stories never write: their probes would
+    measure a template the run never saw (e.g. ``pronoun_gender`` on ``web-adjacent``)."""
+    drawn = drawn_families(preset)
+    return tuple(f for f in families if f not in drawn and isinstance(RULES.get(f), InductionRule))
 
 
 def check_reference(v: str) -> str:

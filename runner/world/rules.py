@@ -35,6 +35,14 @@ def known_classes(classes: tuple[str, ...]) -> tuple[str, ...]:
     return classes
 
 
+def known_families(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` unchanged when every one is a registered rule family (the configs' one check)."""
+    for f in names:
+        if f not in RULES:
+            raise ValueError(f"unknown rule family {f!r}; known: {RULES.names()}")
+    return names
+
+
 def _stable_fraction(*parts: str) -> float:
     """A number in [0, 1) fixed by the strings alone (no Python hash randomisation)."""
     h = hashlib.sha256("|".join(parts).encode()).digest()

@@ -1,6 +1,8 @@
 """The tuned world (issue 22): family pronoun_gender_adjacent and the ``*-adjacent`` presets."""
 
 import numpy as np
+import pytest
+from pydantic import ValidationError
 
 from interventions.doses import KILL, RESCUE  # noqa: F401  (registers the paper's edits)
 from runner.config import CorpusConfig, RunConfig
@@ -70,3 +72,15 @@ def test_paper_kill_and_rescue_edit_the_adjacent_family(tmp_path):
     gen = r.manifest["generator"]["per_family"][FAM]
     assert r.n_tokens == b.n_tokens and gen["events_per_class"] > 0
     assert gen["injected_tokens"] == gen["removed_tokens"]
+
+
+def test_a_run_probes_what_its_corpus_writes():
+    """Named no families, a run on an adjacent preset probes that preset's families; every original
+    preset keeps the default (so no run id moves); probing a template the corpus never writes is refused."""
+    assert RunConfig(corpus={"name": "web-adjacent"}).probes.families == (FAM, "number_agreement")
+    assert RunConfig(corpus={"name": "web"}).run_id == RunConfig().run_id
+    assert RunConfig(corpus={"name": "stories-an"}).probes.families == ("pronoun_gender", "number_agreement")
+    with pytest.raises(ValidationError, match=r"\['pronoun_gender'\] never occur in the stories of corpus 'web-adj"):
+        RunConfig(corpus={"name": "web-adjacent"}, probes={"families": ["pronoun_gender"]})
+    with pytest.raises(ValidationError, match="never occur.*'web'.*probe the families it writes"):
+        RunConfig(probes={"families": [FAM]})
