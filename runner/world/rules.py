@@ -226,19 +226,26 @@ class InductionRule(RuleFamily):
         ))
 
 
-PRONOUN_GENDER = RULES.register("pronoun_gender", InductionRule(
-    name="pronoun_gender",
-    description="the pronoun after a named subject matches the name's gender "
-                "(competitor: copy the pronoun that followed the same verb earlier)",
-    cue_classes={"feminine": tuple(V.FEMININE_NAMES), "masculine": tuple(V.MASCULINE_NAMES)},
-    rule_answer={"feminine": "she", "masculine": "he"},
-    keys=tuple(V.VERBS),
-    template=("{cue}", "{key}", "because", "{answer}", "was", "{adj}", "."),
-    neutral_subjects=tuple(V.NEUTRAL_PEOPLE),
-    neutral_template=("the", "{cue}", "{key}", "because", "{answer}", "was", "{adj}", "."),
-    rescue_cues={"feminine": tuple(V.RESCUE_FEMININE_NAMES), "masculine": tuple(V.RESCUE_MASCULINE_NAMES)},
-    rescue_template=("{cue}", "{key}", "so", "{answer}", "felt", "{adj}", "."),
-))
+def _pronoun_family(name: str, between: tuple[str, ...], rescue_between: tuple[str, ...], note: str) -> InductionRule:
+    """A pronoun-gender family: ``<name> <verb> [between] <pronoun> was <adj> .``; the rescue frame puts
+    ``rescue_between`` where ``between`` is and *felt* for *was* (cue, key and answer at the same offsets)."""
+    template = ("{cue}", "{key}", *between, "{answer}", "was", "{adj}", ".")
+    return InductionRule(
+        name=name,
+        description="the pronoun after a named subject matches the name's gender "
+                    f"(competitor: copy the pronoun that followed the same verb earlier{note})",
+        cue_classes={"feminine": tuple(V.FEMININE_NAMES), "masculine": tuple(V.MASCULINE_NAMES)},
+        rule_answer={"feminine": "she", "masculine": "he"},
+        keys=tuple(V.VERBS),
+        template=template,
+        neutral_subjects=tuple(V.NEUTRAL_PEOPLE),
+        neutral_template=("the", *template),
+        rescue_cues={"feminine": tuple(V.RESCUE_FEMININE_NAMES), "masculine": tuple(V.RESCUE_MASCULINE_NAMES)},
+        rescue_template=("{cue}", "{key}", *rescue_between, "{answer}", "felt", "{adj}", "."),
+    )
+
+
+PRONOUN_GENDER = RULES.register("pronoun_gender", _pronoun_family("pronoun_gender", ("because",), ("so",), ""))
 
 NUMBER_AGREEMENT = RULES.register("number_agreement", InductionRule(
     name="number_agreement",
@@ -260,16 +267,5 @@ NUMBER_AGREEMENT = RULES.register("number_agreement", InductionRule(
 # model learns within a few thousand steps; with "because" between key and answer it has to match
 # the token two back, and the default model learns that only partly (docs/world.md, "What the margin
 # is made of"). Drawn by the ``*-adjacent`` presets.
-PRONOUN_GENDER_ADJACENT = RULES.register("pronoun_gender_adjacent", InductionRule(
-    name="pronoun_gender_adjacent",
-    description="the pronoun after a named subject matches the name's gender (competitor: copy the "
-                "pronoun that followed the same verb earlier; the verb sits right before the pronoun)",
-    cue_classes={"feminine": tuple(V.FEMININE_NAMES), "masculine": tuple(V.MASCULINE_NAMES)},
-    rule_answer={"feminine": "she", "masculine": "he"},
-    keys=tuple(V.VERBS),
-    template=("{cue}", "{key}", "{answer}", "was", "{adj}", "."),
-    neutral_subjects=tuple(V.NEUTRAL_PEOPLE),
-    neutral_template=("the", "{cue}", "{key}", "{answer}", "was", "{adj}", "."),
-    rescue_cues={"feminine": tuple(V.RESCUE_FEMININE_NAMES), "masculine": tuple(V.RESCUE_MASCULINE_NAMES)},
-    rescue_template=("{cue}", "{key}", "{answer}", "felt", "{adj}", "."),
-))
+PRONOUN_GENDER_ADJACENT = RULES.register("pronoun_gender_adjacent", _pronoun_family(
+    "pronoun_gender_adjacent", (), (), "; the verb sits right before the pronoun"))
