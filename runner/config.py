@@ -154,7 +154,7 @@ class OptimConfig(_Frozen):
     the blocks' matrices, AdamW with ``betas`` on the rest). Groups: ``matrix`` (the blocks' 2-D
     weights), ``embed`` (token/position/value embeddings), ``head``, ``scalar`` (the rest); a group's
     lr is ``<group>_lr`` or else ``lr``; ``weight_decay`` applies to ``weight_decay_groups``. At
-    update s of S: linear warm-up, cosine warm-down to 0 over the final ``warmdown_frac``;
+    update s of S: linear warm-up, cosine warm-down to 0 over the final ``warmdown_frac`` (1: all);
     ``weight_decay_schedule`` ``linear``: wd * (1 - s/S)."""
 
     lr: float = Field(default=1e-3, gt=0)
@@ -169,7 +169,7 @@ class OptimConfig(_Frozen):
     weight_decay_groups: tuple[Literal["matrix", "embed", "head", "scalar"], ...] = Field(
         default=PARAM_GROUPS, json_schema_extra=_LATE)
     weight_decay_schedule: Literal["constant", "linear"] = Field(default="constant", json_schema_extra=_LATE)
-    warmdown_frac: float = Field(default=0.0, ge=0.0, lt=1.0, json_schema_extra=_LATE)
+    warmdown_frac: float = Field(default=0.0, ge=0.0, le=1.0, json_schema_extra=_LATE)
     muon_momentum: float = Field(default=0.95, ge=0.0, lt=1.0, json_schema_extra=_LATE)
 
 
