@@ -23,7 +23,8 @@ def _formula_lr(s: int, S: int, warmup: int, frac: float) -> float:
     return w * (0.5 * (1 + math.cos(math.pi * (s - s0) / (S - s0))) if frac and s >= s0 else 1.0)
 
 
-@pytest.mark.parametrize("warmup,frac,S", [(0, 0.3, 4400), (10, 0.3, 100), (50, 0.0, 200), (5, 0.5, 37), (50, 1.0, 300)])
+@pytest.mark.parametrize("warmup,frac,S", [(0, 0.3, 4400), (10, 0.3, 100), (50, 0.0, 200), (5, 0.5, 37),
+                                           (50, 1.0, 300)])
 def test_lr_factor_matches_the_formula_at_every_step(warmup, frac, S):
     o = OptimConfig(warmup_steps=warmup, warmdown_frac=frac)
     for s in range(S + 1):
