@@ -34,11 +34,13 @@ def test_shipped_tour_is_locked_and_expands_to_the_four_cells():
     assert sorted((c.corpus, c.dose) for c in cells) == [
         ("stories-adjacent", "kill:1.0"), ("stories-adjacent", "none"), ("web-adjacent", "none"),
         ("web-adjacent", "rescue:3")]
-    # the default small model with its attention fused (runner.attention), nothing else changed; the
-    # tuned world's pronoun family; the lr decayed by a cosine over the whole run
-    assert {c.config.model for c in cells} == {RunConfig().model.model_copy(update={"attention": "sdpa"})}
+    # the demo grid's model: twice the default width, its attention fused (runner.attention), nothing
+    # else changed; the tuned world's pronoun family; 2,500 steps, the lr decayed by a cosine over them
+    wide = {"d_model": 128, "d_mlp": 512, "attention": "sdpa"}
+    assert {c.config.model for c in cells} == {RunConfig().model.model_copy(update=wide)}
     assert {c.config.probes.families for c in cells} == {("pronoun_gender_adjacent", "number_agreement")}
     assert {c.config.optim for c in cells} == {RunConfig().optim.model_copy(update={"warmdown_frac": 1.0})}
+    assert {c.config.train.steps for c in cells} == {2500}
 
 
 def test_demo_refuses_an_unverified_prereg_before_anything_runs(tmp_path):
