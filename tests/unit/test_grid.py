@@ -49,10 +49,11 @@ def test_tour_cells_are_demo_cells_or_their_doses():
     from pathlib import Path
 
     examples = Path(__file__).resolve().parents[2] / "examples"
-    demo = {c.run_id for c in load_grid(examples / "demo.toml").cells()}
+    demo = load_grid(examples / "demo.toml").cells()
     tour = load_grid(examples / "tour.toml").cells()
-    assert [c.run_id in demo for c in tour] == [c.dose == "none" for c in tour] == [True, False, True, False]
-    assert {c.config.model for c in tour} == {next(iter(load_grid(examples / "demo.toml").cells())).config.model}
+    demo_ids = {c.run_id for c in demo}
+    assert [c.run_id in demo_ids for c in tour] == [c.dose == "none" for c in tour] == [True, False, True, False]
+    assert {c.config.model for c in tour} == {c.config.model for c in demo}
 
 
 @pytest.mark.parametrize("text,needle", [
