@@ -3,7 +3,8 @@
 The tour is the study in miniature on the built-in synthetic corpora: the low-support corpus
 (``web``) undosed and rescued (the paper's rescue: 3 x delta symmetric rule events, token-matched), the
 high-support corpus (``stories``) undosed and killed (the paper's kill at p = 1), one seed,
-the demo grid's model and recipe (``examples/demo.toml``: twice the default width, 2,500 steps), on a
+the demo grid's model and schedule (``examples/demo.toml``: twice the default width) for 2,500 steps (the
+grid trains 3,000; the tour keeps the shorter run, ``examples/tuning/demo_wide_short.toml``'s cells), on a
 local Ray started in-process (CPU). Its predictions are the paper's
 claims, pre-registered and locked in ``examples/prereg_tour.toml`` (lock committed beside it);
 the demo refuses to start if that lock does not verify, so the verdict it prints is scored

@@ -34,26 +34,30 @@ def test_demo_spec_is_valid():
     g = load_grid(Path(__file__).resolve().parents[2] / "examples" / "demo.toml")
     cells = g.cells()
     assert len(cells) == 18
-    # the paper's budgets on the tuned world (docs/world.md): the wider model for 2,500 steps, the lr
+    # the paper's budgets on the tuned world (docs/world.md): the wider model for 3,000 steps, the lr
     # decayed over the whole run
     assert {(c.corpus, c.budget) for c in cells} == {
         (corpus, b) for corpus in ("web-adjacent", "stories-adjacent") for b in ("packed", "dn5", "dn1.5")}
     assert {c.config.probes.families for c in cells} == {("pronoun_gender_adjacent", "number_agreement")}
     assert {c.config.optim.warmdown_frac for c in cells} == {1.0}
-    assert {(c.config.model.d_model, c.config.model.d_mlp, c.config.train.steps) for c in cells} == {(128, 512, 2500)}
+    assert {(c.config.model.d_model, c.config.model.d_mlp, c.config.train.steps) for c in cells} == {(128, 512, 3000)}
 
 
-def test_tour_cells_are_demo_cells_or_their_doses():
-    """The tour's undosed cells are the demo grid's seed-42 packed cells (same run ids, so a demo
-    grid's folder can feed ``ungrok demo --reuse``), its dosed ones the same recipe."""
+def test_tour_cells_are_short_demo_cells_or_their_doses():
+    """The tour's undosed cells are the 2,500-step demo grid's seed-42 packed cells (same run ids, so
+    that grid's folder can feed ``ungrok demo --reuse``), its dosed ones the same recipe; the demo grid
+    itself differs from them only in its 3,000 steps."""
     from pathlib import Path
 
     examples = Path(__file__).resolve().parents[2] / "examples"
+    short = load_grid(examples / "tuning" / "demo_wide_short.toml").cells()
     demo = load_grid(examples / "demo.toml").cells()
     tour = load_grid(examples / "tour.toml").cells()
-    demo_ids = {c.run_id for c in demo}
-    assert [c.run_id in demo_ids for c in tour] == [c.dose == "none" for c in tour] == [True, False, True, False]
+    short_ids = {c.run_id for c in short}
+    assert [c.run_id in short_ids for c in tour] == [c.dose == "none" for c in tour] == [True, False, True, False]
     assert {c.config.model for c in tour} == {c.config.model for c in demo}
+    assert [c.config.model_copy(update={"train": c.config.train.model_copy(update={"steps": 3000})}) for c in short] \
+        == [c.config for c in demo]
 
 
 @pytest.mark.parametrize("text,needle", [
