@@ -34,8 +34,9 @@ def test_shipped_tour_is_locked_and_expands_to_the_four_cells():
     assert sorted((c.corpus, c.dose) for c in cells) == [
         ("stories-adjacent", "kill:1.0"), ("stories-adjacent", "none"), ("web-adjacent", "none"),
         ("web-adjacent", "rescue:3")]
-    # the demo grid's model (for 2,500 steps; the grid: 3,000): twice the default width, its attention fused (runner.attention), nothing
-    # else changed; the tuned world's pronoun family; 2,500 steps, the lr decayed by a cosine over them
+    # the demo grid's model: twice the default width, its attention fused (runner.attention), nothing
+    # else changed; the tuned world's pronoun family; 2,500 steps (the grid: 3,000), the lr decayed by a
+    # cosine over them
     wide = {"d_model": 128, "d_mlp": 512, "attention": "sdpa"}
     assert {c.config.model for c in cells} == {RunConfig().model.model_copy(update=wide)}
     assert {c.config.probes.families for c in cells} == {("pronoun_gender_adjacent", "number_agreement")}
