@@ -120,6 +120,27 @@ def test_stop_at_then_resume_equals_uninterrupted(tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").glob("step*")) == ["step0000100", "step0000120"]
 
 
+def test_the_probe_count_does_not_touch_training(tmp_path):
+    """Scoring reads the model and nothing else: a run scored on 4x the items trains the same
+    weights bit for bit, and its first heldout conflict items (a generator's heldout conflict
+    items are a prefix of a larger draw; its other cells are not) score as the smaller run's. Why
+    the checkpoints of a finished run rescored with the battery of a larger ``probes.n_per_cell``
+    give what a rerun with it would record (docs/world.md, the demo grid's probe count)."""
+    small = train_run(tiny_run_config(train={"steps": 40}), tmp_path / "a", progress=False)
+    large = train_run(tiny_run_config(train={"steps": 40}, probes={"n_per_cell": 32}), tmp_path / "b",
+                      progress=False)
+    a, b = RunStore(small / "store.zarr"), RunStore(large / "store.zarr")
+    np.testing.assert_array_equal(a.series("train/loss"), b.series("train/loss"))
+    wa, wb = load_model(small).state_dict(), load_model(large).state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    for fam in a.families():
+        ia, ib = (np.nonzero((s.item_labels(fam, "condition") == "conflict")
+                             & (s.item_labels(fam, "split") == "heldout"))[0] for s in (a, b))
+        assert len(ib) == 4 * len(ia)
+        np.testing.assert_allclose(a.series(f"{fam}/logp_correct")[:, ia],
+                                   b.series(f"{fam}/logp_correct")[:, ib[: len(ia)]], rtol=0, atol=1e-5)
+
+
 def _cli(args, cwd):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-m", "cluster.cli", *args], cwd=cwd, env=env,
