@@ -150,12 +150,12 @@ PARAM_GROUPS = ("matrix", "embed", "head", "scalar")
 
 
 class OptimConfig(_Frozen):
-    """Optimizer and schedule (``runner.train.optim``). ``name``: ``adamw``, or ``muon`` (Muon on
-    the blocks' matrices, AdamW with ``betas`` on the rest). Groups: ``matrix`` (the blocks' 2-D
-    weights), ``embed`` (token/position/value embeddings), ``head``, ``scalar`` (the rest); a group's
-    lr is ``<group>_lr`` or else ``lr``; ``weight_decay`` applies to ``weight_decay_groups``. At
-    update s of S: linear warm-up, cosine warm-down to 0 over the final ``warmdown_frac`` (1: all);
-    ``weight_decay_schedule`` ``linear``: wd * (1 - s/S)."""
+    """Optimizer and schedule (``runner.train.optim``). ``name``: ``adamw``, or ``muon`` (Muon on the blocks'
+    matrices, AdamW with ``betas`` on the rest). Groups: ``matrix`` (the blocks' 2-D weights), ``embed`` (token/
+    position/value embeddings), ``head``, ``scalar`` (the rest); a group's lr is ``<group>_lr`` or else ``lr``;
+    ``weight_decay`` applies to ``weight_decay_groups``. At update s of S: linear warm-up, cosine warm-down to 0
+    over the final ``warmdown_frac`` (1: all), its factor to the power ``warmdown_power`` (2: faster past its
+    midpoint); ``weight_decay_schedule`` ``linear``: wd * (1 - s/S)."""
 
     lr: float = Field(default=1e-3, gt=0)
     warmup_steps: int = Field(default=50, ge=0)
@@ -170,6 +170,7 @@ class OptimConfig(_Frozen):
         default=PARAM_GROUPS, json_schema_extra=_LATE)
     weight_decay_schedule: Literal["constant", "linear"] = Field(default="constant", json_schema_extra=_LATE)
     warmdown_frac: float = Field(default=0.0, ge=0.0, le=1.0, json_schema_extra=_LATE)
+    warmdown_power: float = Field(default=1.0, gt=0.0, le=8.0, json_schema_extra=_LATE)
     muon_momentum: float = Field(default=0.95, ge=0.0, lt=1.0, json_schema_extra=_LATE)
 
 

@@ -31,12 +31,12 @@ def warmdown_start(o: OptimConfig, total: int) -> int:
 
 def lr_factor(o: OptimConfig, step: int, total: int) -> float:
     """Multiplier of every group's learning rate at update ``step`` of ``total``: linear warm-up
-    ``min(1, (s + 1) / warmup)``, times ``(1 + cos(pi (s - s0) / (S - s0))) / 2`` from the
-    warm-down start s0 = S - round(warmdown_frac S) on."""
+    ``min(1, (s + 1) / warmup)``, times ``((1 + cos(pi (s - s0) / (S - s0))) / 2) ** warmdown_power``
+    from the warm-down start s0 = S - round(warmdown_frac S) on (power 1: the plain cosine)."""
     f = min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0
     start = warmdown_start(o, total)
     if start <= step and start < total:
-        f = f * 0.5 * (1.0 + math.cos(math.pi * (step - start) / (total - start)))
+        f = f * (0.5 * (1.0 + math.cos(math.pi * (step - start) / (total - start)))) ** o.warmdown_power
     return f
 
 

@@ -16,19 +16,20 @@ TINY = ModelConfig(arch="nanochat", n_layers=2, d_model=16, n_heads=2, d_mlp=32,
                    logit_soft_cap=15.0)
 
 
-def _formula_lr(s: int, S: int, warmup: int, frac: float) -> float:
-    """The schedule written out independently: linear warm-up, then cosine warm-down to 0."""
+def _formula_lr(s: int, S: int, warmup: int, frac: float, power: float = 1.0) -> float:
+    """The schedule written out independently: linear warm-up, then cosine warm-down to 0 (to a power)."""
     w = min(1.0, (s + 1) / warmup) if warmup else 1.0
     s0 = S - round(frac * S)
-    return w * (0.5 * (1 + math.cos(math.pi * (s - s0) / (S - s0))) if frac and s >= s0 else 1.0)
+    return w * ((0.5 * (1 + math.cos(math.pi * (s - s0) / (S - s0)))) ** power if frac and s >= s0 else 1.0)
 
 
-@pytest.mark.parametrize("warmup,frac,S", [(0, 0.3, 4400), (10, 0.3, 100), (50, 0.0, 200), (5, 0.5, 37),
-                                           (50, 1.0, 300)])
-def test_lr_factor_matches_the_formula_at_every_step(warmup, frac, S):
-    o = OptimConfig(warmup_steps=warmup, warmdown_frac=frac)
+@pytest.mark.parametrize("warmup,frac,S,power", [(0, 0.3, 4400, 1.0), (10, 0.3, 100, 1.0), (50, 0.0, 200, 1.0),
+                                                 (5, 0.5, 37, 1.0), (50, 1.0, 300, 1.0), (50, 1.0, 300, 2.0),
+                                                 (0, 0.3, 100, 0.5)])
+def test_lr_factor_matches_the_formula_at_every_step(warmup, frac, S, power):
+    o = OptimConfig(warmup_steps=warmup, warmdown_frac=frac, warmdown_power=power)
     for s in range(S + 1):
-        assert lr_factor(o, s, S) == pytest.approx(_formula_lr(s, S, warmup, frac), abs=1e-15)
+        assert lr_factor(o, s, S) == pytest.approx(_formula_lr(s, S, warmup, frac, power), abs=1e-15)
     if frac:
         assert lr_factor(o, S, S) == pytest.approx(0.0, abs=1e-15)  # the warm-down ends at 0
 
@@ -38,6 +39,15 @@ def test_paper_warmdown_starts_at_step_3080():
     assert warmdown_start(o, 4400) == 3080
     assert lr_factor(o, 3079, 4400) == 1.0 and lr_factor(o, 3080, 4400) == 1.0 > lr_factor(o, 3081, 4400)
     assert lr_factor(o, 3740, 4400) == pytest.approx(0.5)  # half-way down the cosine
+    squared = OptimConfig(warmup_steps=0, warmdown_frac=0.3, warmdown_power=2.0)
+    assert lr_factor(squared, 3740, 4400) == pytest.approx(0.25) and lr_factor(squared, 3080, 4400) == 1.0
+
+
+def test_warmdown_power_enters_the_run_id_only_when_set():
+    from runner.config import RunConfig
+
+    assert RunConfig(optim={"warmdown_power": 1.0}).run_id == RunConfig().run_id
+    assert RunConfig(optim={"warmdown_power": 2.0}).run_id != RunConfig().run_id
 
 
 def test_schedule_sets_every_groups_lr_and_weight_decay_at_every_update():
