@@ -35,18 +35,21 @@ def test_demo_spec_is_valid():
     cells = g.cells()
     assert len(cells) == 18
     # the paper's budgets on the tuned world (docs/world.md): the wider model for 3,000 steps, the lr
-    # decayed over the whole run
+    # decayed over the whole run by a squared cosine, 128 probe items per cell
     assert {(c.corpus, c.budget) for c in cells} == {
         (corpus, b) for corpus in ("web-adjacent", "stories-adjacent") for b in ("packed", "dn5", "dn1.5")}
-    assert {c.config.probes.families for c in cells} == {("pronoun_gender_adjacent", "number_agreement")}
-    assert {c.config.optim.warmdown_frac for c in cells} == {1.0}
+    assert {(c.config.probes.families, c.config.probes.n_per_cell) for c in cells} == {
+        (("pronoun_gender_adjacent", "number_agreement"), 128)}
+    assert {(c.config.optim.lr, c.config.optim.warmdown_frac, c.config.optim.warmdown_power) for c in cells} == {
+        (1.2e-3, 1.0, 2.0)}
     assert {(c.config.model.d_model, c.config.model.d_mlp, c.config.train.steps) for c in cells} == {(128, 512, 3000)}
 
 
 def test_tour_cells_are_short_demo_cells_or_their_doses():
     """The tour's undosed cells are the 2,500-step demo grid's seed-42 packed cells (same run ids, so
     that grid's folder can feed ``ungrok demo --reuse``), its dosed ones the same recipe; the demo grid
-    itself differs from them only in its 3,000 steps."""
+    itself is the tuning grid it was measured as (``demo_cos2.toml``: the same run ids), and differs from
+    the 3,000-step grid it replaced only in its schedule and probe count."""
     from pathlib import Path
 
     examples = Path(__file__).resolve().parents[2] / "examples"
@@ -56,8 +59,13 @@ def test_tour_cells_are_short_demo_cells_or_their_doses():
     short_ids = {c.run_id for c in short}
     assert [c.run_id in short_ids for c in tour] == [c.dose == "none" for c in tour] == [True, False, True, False]
     assert {c.config.model for c in tour} == {c.config.model for c in demo}
-    assert [c.config.model_copy(update={"train": c.config.train.model_copy(update={"steps": 3000})}) for c in short] \
-        == [c.config for c in demo]
+    assert {c.run_id for c in load_grid(examples / "tuning" / "demo_cos2.toml").cells()} == {c.run_id for c in demo}
+    before = load_grid(examples / "tuning" / "demo_wide_3000.toml").cells()
+    new = {"optim": {"lr": 1.2e-3, "warmdown_power": 2.0}, "probes": {"n_per_cell": 128}}
+    moved = [c.config.model_copy(update={k: getattr(c.config, k).model_copy(update=v) for k, v in new.items()})
+             for c in before]
+    assert sorted(moved, key=repr) == sorted((c.config for c in demo), key=repr)
+    assert not {c.run_id for c in before} & {c.run_id for c in demo}  # every demo run id moved
 
 
 @pytest.mark.parametrize("text,needle", [
