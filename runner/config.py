@@ -151,11 +151,10 @@ PARAM_GROUPS = ("matrix", "embed", "head", "scalar")
 
 class OptimConfig(_Frozen):
     """Optimizer and schedule (``runner.train.optim``). ``name``: ``adamw``, or ``muon`` (Muon on the blocks'
-    matrices, AdamW with ``betas`` on the rest). Groups: ``matrix`` (the blocks' 2-D weights), ``embed`` (token/
-    position/value embeddings), ``head``, ``scalar`` (the rest); a group's lr is ``<group>_lr`` or else ``lr``;
-    ``weight_decay`` applies to ``weight_decay_groups``. At update s of S: linear warm-up, cosine warm-down to 0
-    over the final ``warmdown_frac`` (1: all), its factor to the power ``warmdown_power`` (2: faster past its
-    midpoint); ``weight_decay_schedule`` ``linear``: wd * (1 - s/S)."""
+    matrices, AdamW with ``betas`` on the rest). Groups ``matrix`` (the blocks' 2-D weights), ``embed``, ``head``,
+    ``scalar`` (the rest); a group's lr is ``<group>_lr`` or else ``lr``; ``weight_decay`` applies to
+    ``weight_decay_groups``. At update s of S: linear warm-up, cosine warm-down to 0 over the final ``warmdown_frac``
+    (1: all), its factor to the power ``warmdown_power``; ``weight_decay_schedule`` ``linear``: wd * (1 - s/S)."""
 
     lr: float = Field(default=1e-3, gt=0)
     warmup_steps: int = Field(default=50, ge=0)
